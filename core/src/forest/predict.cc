@@ -1,0 +1,299 @@
+// The Forest evaluator: lock-step tree walks over row blocks, then the output
+// transform. Everything here is noexcept and allocation-free after a thread's
+// first call (scratch space is thread-local and only grows).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <vector>
+
+#include "rtml/forest.h"
+
+namespace rtml {
+namespace {
+
+using detail::Chunk;
+using detail::kCategorical;
+using detail::kDefaultFirst;
+using detail::kFeatureMask;
+using detail::kLanes;
+using detail::TreeInfo;
+
+#if defined(__GNUC__)
+#define RTML_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#define RTML_UNLIKELY(x) (x)
+#endif
+
+static_assert(sizeof(detail::NodeF) == 12, "NodeF must stay 12 bytes");
+static_assert(sizeof(detail::NodeD) == 16, "NodeD must stay 16 bytes");
+
+constexpr int64_t kBlockRows = 64;
+constexpr int64_t kMinRowsPerThread = 4096;
+
+// The low 32 bits of a node's threshold field: a leaf's value offset or a
+// categorical node's bitset offset (the build stores them there; little-endian).
+template <typename Node>
+inline uint32_t PayloadOf(const Node& n) {
+  uint32_t v;
+  std::memcpy(&v, &n.threshold, sizeof(v));
+  return v;
+}
+
+// treelite's category matching: a value matches when it is a non-negative float
+// no larger than 2^24 whose truncation is in the list.
+template <typename T, typename Node>
+inline bool CategoryThen(T v, const Node& n, const uint32_t* cat_bits, uint32_t ff) {
+  if (v != v) return (ff & kDefaultFirst) != 0;
+  if (!(v >= T(0)) || v > T(16777216)) return false;
+  const auto c = static_cast<uint32_t>(v);
+  const uint32_t off = PayloadOf(n);
+  if (c / 32 >= cat_bits[off]) return false;
+  return ((cat_bits[off + 1 + c / 32] >> (c % 32)) & 1u) != 0;
+}
+
+template <bool kCat, typename T, typename Node>
+inline uint32_t Step(const Node* nodes, const uint32_t* cat_bits, const T* x, uint32_t i) {
+  const Node& n = nodes[i];
+  const uint32_t ff = n.feat_flags;
+  const T v = x[ff & kFeatureMask];
+  uint32_t then;
+  if (kCat && RTML_UNLIKELY(ff & kCategorical)) {
+    then = CategoryThen(v, n, cat_bits, ff) ? 1u : 0u;
+  } else {
+    // NaN fails every comparison; it takes the "then" child only when that is
+    // the native library's default direction.
+    then = static_cast<uint32_t>(v <= static_cast<T>(n.threshold)) |
+           (static_cast<uint32_t>(v != v) & ((ff >> 30) & 1u));
+  }
+  // Select by mask, not by branch: the comparison is data-dependent and a
+  // mispredicted branch costs more than the whole step.
+  const uint32_t mask = 0u - then;
+  return n.other ^ ((n.other ^ (i + 1)) & mask);
+}
+
+template <typename Node>
+inline void AddLeaf(const TreeInfo& t, const Node& leaf, const double* leaves, double* acc) {
+  const uint32_t off = PayloadOf(leaf);
+  if (t.leaf_len == 1) {
+    acc[t.slot_base] += leaves[off];
+  } else {
+    for (uint32_t k = 0; k < t.leaf_len; ++k) acc[t.slot_base + k * t.slot_stride] += leaves[off + k];
+  }
+}
+
+template <bool kCat, typename T, typename Node, int kN>
+inline void WalkLanes(const Node* nodes, const uint32_t* cat_bits, const T* x, const TreeInfo* trees,
+                      uint32_t depth, const double* leaves, double* acc) {
+  uint32_t idx[kN];
+  for (int k = 0; k < kN; ++k) idx[k] = trees[k].root;
+  for (uint32_t d = 0; d < depth; ++d) {
+    for (int k = 0; k < kN; ++k) idx[k] = Step<kCat>(nodes, cat_bits, x, idx[k]);
+  }
+  for (int k = 0; k < kN; ++k) AddLeaf(trees[k], nodes[idx[k]], leaves, acc);
+}
+
+template <bool kCat, typename T, typename Node>
+inline void WalkChunk(const Node* nodes, const uint32_t* cat_bits, const T* x, const TreeInfo* trees,
+                      const Chunk& c, const double* leaves, double* acc) {
+  const TreeInfo* first = trees + c.begin;
+  if (c.end - c.begin == kLanes) {
+    WalkLanes<kCat, T, Node, kLanes>(nodes, cat_bits, x, first, c.depth, leaves, acc);
+    return;
+  }
+  for (uint32_t k = 0; k < c.end - c.begin; ++k) {
+    WalkLanes<kCat, T, Node, 1>(nodes, cat_bits, x, first + k, c.depth, leaves, acc);
+  }
+}
+
+// Copies row r of x into dst[0..cols) as T, and NaN into dst[cols] (the slot
+// every leaf reads, so leaves loop to themselves).
+template <typename T, typename Src>
+inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst) {
+  const Src* p = base + r * x.row_stride;
+  if (x.col_stride == 1) {
+    for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c]);
+  } else {
+    for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c * x.col_stride]);
+  }
+  dst[x.cols] = std::numeric_limits<T>::quiet_NaN();
+}
+
+template <typename T>
+inline void LoadRow(const MatrixView& x, int64_t r, T* dst) {
+  if (x.dtype == DType::kFloat32) {
+    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst);
+  } else {
+    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst);
+  }
+}
+
+inline double Sigmoid(double alpha, double v) { return 1.0 / (1.0 + std::exp(-alpha * v)); }
+
+// Thread-local scratch: grows to the largest block a thread has seen, never shrinks.
+struct Scratch {
+  std::vector<float> xf;
+  std::vector<double> xd;
+  std::vector<double> acc;
+  std::vector<float>& Rows(float*) { return xf; }
+  std::vector<double>& Rows(double*) { return xd; }
+};
+thread_local Scratch tl_scratch;
+
+}  // namespace
+
+void Forest::Finish(double* acc, double* out, bool raw) const noexcept {
+  for (int32_t s = 0; s < num_slots_; ++s) acc[s] = acc[s] * slot_scale_[s] + base_[s];
+  if (raw) {
+    std::memcpy(out, acc, sizeof(double) * static_cast<size_t>(num_slots_));
+    return;
+  }
+  for (int32_t t = 0; t < num_target_; ++t) {
+    double* v = acc + static_cast<ptrdiff_t>(t) * max_class_;
+    const int32_t n = num_class_[t];
+    switch (post_) {
+      case Postprocessor::kIdentity:
+      case Postprocessor::kIdentityMulticlass:
+        break;
+      case Postprocessor::kSigmoid:
+        for (int32_t k = 0; k < n; ++k) v[k] = Sigmoid(sigmoid_alpha_, v[k]);
+        break;
+      case Postprocessor::kMulticlassOva:
+        for (int32_t k = 0; k < n; ++k) v[k] = Sigmoid(sigmoid_alpha_, v[k]);
+        break;
+      case Postprocessor::kSoftmax: {
+        double m = v[0];
+        for (int32_t k = 1; k < n; ++k) m = std::max(m, v[k]);
+        double sum = 0.0;
+        for (int32_t k = 0; k < n; ++k) sum += (v[k] = std::exp(v[k] - m));
+        for (int32_t k = 0; k < n; ++k) v[k] /= sum;
+        break;
+      }
+      case Postprocessor::kExponential:
+        for (int32_t k = 0; k < n; ++k) v[k] = std::exp(v[k]);
+        break;
+      case Postprocessor::kExponentialStandardRatio:
+        for (int32_t k = 0; k < n; ++k) v[k] = std::exp2(-v[k] / ratio_c_);
+        break;
+      case Postprocessor::kLogarithmOnePlusExp:
+        for (int32_t k = 0; k < n; ++k) v[k] = std::log1p(std::exp(v[k]));
+        break;
+      case Postprocessor::kSignedSquare:
+        for (int32_t k = 0; k < n; ++k) v[k] = std::copysign(v[k] * v[k], v[k]);
+        break;
+      case Postprocessor::kHinge:
+        for (int32_t k = 0; k < n; ++k) v[k] = v[k] > 0.0 ? 1.0 : 0.0;
+        break;
+    }
+  }
+  switch (output_kind_) {
+    case OutputKind::kPlain:
+      std::memcpy(out, acc, sizeof(double) * static_cast<size_t>(num_slots_));
+      break;
+    case OutputKind::kBinaryProba:
+      out[0] = 1.0 - acc[0];
+      out[1] = acc[0];
+      break;
+    case OutputKind::kNegate:
+      for (int32_t s = 0; s < num_slots_; ++s) out[s] = -acc[s];
+      break;
+    case OutputKind::kArgmax: {
+      int32_t best = 0;
+      for (int32_t s = 1; s < num_slots_; ++s) {
+        if (acc[s] > acc[best]) best = s;
+      }
+      out[0] = static_cast<double>(best);
+      break;
+    }
+  }
+}
+
+template <typename T, typename Node>
+void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, int64_t row0,
+                          int64_t nrows, double* out, bool raw) const noexcept {
+  Scratch& s = tl_scratch;
+  std::vector<T>& rows = s.Rows(static_cast<T*>(nullptr));
+  const int64_t stride = x.cols + 1;
+  // Sizes only grow; after a thread's first block this never allocates. A failed
+  // allocation here would terminate (noexcept): it is bounded by kBlockRows rows.
+  const size_t need_x = static_cast<size_t>(kBlockRows * stride);
+  const size_t need_acc = static_cast<size_t>(kBlockRows * num_slots_);
+  if (rows.size() < need_x) rows.resize(need_x);
+  if (s.acc.size() < need_acc) s.acc.resize(need_acc);
+  T* xs = rows.data();
+  double* acc = s.acc.data();
+  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride);
+  std::fill(acc, acc + nrows * num_slots_, 0.0);
+  const Node* n = nodes.data();
+  const uint32_t* cats = cat_bits_.data();
+  const double* leaves = leaf_values_.data();
+  const TreeInfo* trees = trees_.data();
+  if (cat_bits_.empty()) {
+    for (const Chunk& c : chunks_) {
+      for (int64_t r = 0; r < nrows; ++r) {
+        WalkChunk<false, T, Node>(n, cats, xs + r * stride, trees, c, leaves, acc + r * num_slots_);
+      }
+    }
+  } else {
+    for (const Chunk& c : chunks_) {
+      for (int64_t r = 0; r < nrows; ++r) {
+        WalkChunk<true, T, Node>(n, cats, xs + r * stride, trees, c, leaves, acc + r * num_slots_);
+      }
+    }
+  }
+  const int32_t cols = num_columns(raw);
+  for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
+}
+
+template <typename T, typename Node>
+void Forest::PredictRange(const std::vector<Node>& nodes, const MatrixView& x, int64_t begin,
+                          int64_t end, double* out, bool raw) const noexcept {
+  for (int64_t r = begin; r < end; r += kBlockRows) {
+    PredictBlock<T, Node>(nodes, x, r, std::min(kBlockRows, end - r), out, raw);
+  }
+}
+
+Status Forest::Predict(const MatrixView& x, double* out, bool raw, int n_threads) const noexcept {
+  if (x.cols != num_feature_ || x.rows < 0) return Status::kBadShape;
+  if (x.dtype != DType::kFloat32 && x.dtype != DType::kFloat64) return Status::kBadDType;
+  if (x.rows == 0) return Status::kOk;
+  const bool use_double = precision_ == Precision::kFloat64 && x.dtype == DType::kFloat64;
+  auto run = [&](int64_t b, int64_t e) {
+    if (use_double) {
+      PredictRange<double>(nodes_d_, x, b, e, out, raw);
+    } else {
+      PredictRange<float>(nodes_f_, x, b, e, out, raw);
+    }
+  };
+  int64_t threads = std::min<int64_t>(std::max(n_threads, 1), x.rows / kMinRowsPerThread);
+  if (threads <= 1) {
+    run(0, x.rows);
+    return Status::kOk;
+  }
+  // Split on block boundaries so no two threads share an output row.
+  const int64_t blocks = (x.rows + kBlockRows - 1) / kBlockRows;
+  const int64_t per = (blocks + threads - 1) / threads;
+  std::vector<std::thread> pool;
+  try {
+    pool.reserve(static_cast<size_t>(threads - 1));
+  } catch (...) {
+    run(0, x.rows);
+    return Status::kOk;
+  }
+  for (int64_t t = 1; t < threads; ++t) {
+    const int64_t b = std::min(x.rows, t * per * kBlockRows);
+    const int64_t e = std::min(x.rows, (t + 1) * per * kBlockRows);
+    if (b >= e) continue;
+    try {
+      pool.emplace_back(run, b, e);
+    } catch (...) {
+      run(b, e);  // could not start a thread: do its share here
+    }
+  }
+  run(0, std::min(x.rows, per * kBlockRows));
+  for (auto& th : pool) th.join();
+  return Status::kOk;
+}
+
+}  // namespace rtml

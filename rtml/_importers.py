@@ -1,0 +1,267 @@
+"""Turns a trained model (native object, treelite model or file) into a compiled Forest.
+
+Every format is imported through treelite; this module adds what treelite does not
+know about the native library's *scoring call*: the precision it compares in, the
+shape of what it returns, and the feature names and types. Where treelite cannot
+represent a model exactly, it raises UnsupportedModelError instead of returning a
+silently different score.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rtml._core import Forest, ModelFormatError, UnsupportedModelError
+
+_TREE_FIELDS = (
+    "node_type",
+    "cleft",
+    "cright",
+    "split_index",
+    "threshold",
+    "cmp",
+    "default_left",
+    "category_list_right_child",
+    "leaf_value",
+    "leaf_vector",
+    "leaf_vector_begin",
+    "leaf_vector_end",
+    "category_list",
+    "category_list_begin",
+    "category_list_end",
+)
+
+RTML_MAGIC = b"RTMLFRST"
+
+
+@dataclass
+class Native:
+    """What rtml needs to know about the native scoring call it mirrors."""
+
+    library: str  # "xgboost", "lightgbm", "sklearn", "treelite"
+    kind: str  # class name of the source, for repr
+    precision: str = "float32"  # what the native library compares in
+    output_kind: str = "plain"
+    feature_names: list[str] | None = None
+    categorical: list[int] = field(default_factory=list)  # feature indices
+
+
+def _module_of(obj: Any) -> str:
+    return type(obj).__module__.split(".", 1)[0]
+
+
+def load_forest(source: Any) -> Forest:
+    """Compiles *source* (see Model.load) into a Forest."""
+    if isinstance(source, (str, os.PathLike)):
+        return _from_path(Path(source))
+    mod = _module_of(source)
+    if mod == "treelite":
+        return _compile(source, Native(library="treelite", kind="treelite.Model",
+                                       precision=_treelite_precision(source)))
+    if mod == "xgboost":
+        return _from_xgboost(source)
+    if mod == "lightgbm":
+        return _from_lightgbm(source)
+    if mod == "sklearn":
+        return _from_sklearn(source)
+    raise ModelFormatError(
+        f"cannot load a model from {type(source).__module__}.{type(source).__name__}: expected "
+        "an xgboost/lightgbm Booster or sklearn-API model, a fitted scikit-learn forest, a "
+        "treelite.Model, or a path to a .json/.ubj/.txt/.rtml file"
+    )
+
+
+def _from_path(path: Path) -> Forest:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise ModelFormatError(f"cannot open model file '{path}': {e.strerror}") from None
+    if head.startswith(RTML_MAGIC):
+        return Forest.load(str(path))
+    import treelite
+
+    text = head.lstrip()
+    try:
+        if text.startswith(b"{") and path.suffix.lower() != ".ubj":
+            return _xgboost_file(treelite.frontend.load_xgboost_model(str(path), format_choice="json"))
+        if path.suffix.lower() == ".ubj" or text.startswith(b"{U") or text.startswith(b"{$"):
+            return _xgboost_file(treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson"))
+        if text.startswith(b"tree\n") or text.startswith(b"tree\r\n"):
+            tl = treelite.frontend.load_lightgbm_model(str(path))
+            return _compile(tl, Native(library="lightgbm", kind="LightGBM text file",
+                                       precision="float64"))
+    except treelite.TreeliteError as e:
+        raise ModelFormatError(f"cannot read model file '{path}': {_first_line(e)}") from None
+    raise ModelFormatError(
+        f"unknown model file type '{path}': expected an rtml compiled model, an XGBoost .json or "
+        ".ubj file, or a LightGBM text model"
+    )
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+
+
+def _xgboost_file(tl: Any) -> Forest:
+    native = Native(library="xgboost", kind="XGBoost model file")
+    return _compile(tl, native)
+
+
+def _treelite_precision(tl: Any) -> str:
+    ttype = int(tl.get_header_accessor().get_field("threshold_type")[0])
+    return "float64" if ttype == 3 else "float32"  # treelite TypeInfo: 2 float32, 3 float64
+
+
+# --- XGBoost -------------------------------------------------------------------------------
+
+
+def _from_xgboost(source: Any) -> Forest:
+    import treelite
+    import xgboost
+
+    booster = source.get_booster() if hasattr(source, "get_booster") else source
+    if not isinstance(booster, xgboost.Booster):
+        raise ModelFormatError(f"unsupported XGBoost object {type(source).__name__}")
+    config = json.loads(booster.save_config())
+    learner = config["learner"]
+    objective = learner["objective"]["name"]
+    native = Native(library="xgboost", kind=type(source).__name__)
+    native.feature_names = list(booster.feature_names) if booster.feature_names else None
+    types = booster.feature_types or []
+    native.categorical = [i for i, t in enumerate(types) if t == "c"]
+    n_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
+    is_classifier = type(source).__name__ == "XGBClassifier"
+    if is_classifier and n_class <= 1 and objective.startswith("binary:"):
+        native.output_kind = "binary_proba"
+    elif objective == "multi:softmax" and not is_classifier:
+        native.output_kind = "argmax"
+    try:
+        tl = treelite.frontend.from_xgboost(booster)
+    except treelite.TreeliteError as e:
+        raise UnsupportedModelError(f"treelite cannot import this XGBoost model: {_first_line(e)}") from None
+    return _compile(tl, native)
+
+
+# --- LightGBM ------------------------------------------------------------------------------
+
+
+def _from_lightgbm(source: Any) -> Forest:
+    import lightgbm
+    import treelite
+
+    booster = source.booster_ if hasattr(source, "booster_") else source
+    if not isinstance(booster, lightgbm.Booster):
+        raise ModelFormatError(f"unsupported LightGBM object {type(source).__name__}")
+    native = Native(library="lightgbm", kind=type(source).__name__, precision="float64")
+    native.feature_names = list(booster.feature_name())
+    dump = booster.dump_model(num_iteration=-1)
+    _check_lightgbm(dump)
+    if type(source).__name__ == "LGBMClassifier" and dump.get("num_class", 1) == 1:
+        native.output_kind = "binary_proba"
+    try:
+        tl = treelite.frontend.from_lightgbm(booster)
+    except treelite.TreeliteError as e:
+        raise UnsupportedModelError(f"treelite cannot import this LightGBM model: {_first_line(e)}") from None
+    return _compile(tl, native)
+
+
+def _check_lightgbm(dump: dict[str, Any]) -> None:
+    """Rejects what treelite evaluates differently from LightGBM."""
+
+    def walk(node: dict[str, Any]) -> None:
+        if "split_index" not in node:
+            return
+        if node.get("missing_type") == "Zero":
+            raise UnsupportedModelError(
+                "LightGBM model uses zero_as_missing (missing_type=Zero), which rtml cannot "
+                "evaluate exactly yet; retrain with zero_as_missing=false"
+            )
+        walk(node["left_child"])
+        walk(node["right_child"])
+
+    for tree in dump.get("tree_info", []):
+        walk(tree["tree_structure"])
+
+
+# --- scikit-learn --------------------------------------------------------------------------
+
+
+def _from_sklearn(est: Any) -> Forest:
+    import treelite
+
+    name = type(est).__name__
+    native = Native(library="sklearn", kind=name)
+    if hasattr(est, "feature_names_in_"):
+        native.feature_names = [str(c) for c in est.feature_names_in_]
+    if name.startswith("HistGradientBoosting"):
+        native.precision = "float64"
+        cats = getattr(est, "is_categorical_", None)
+        if cats is not None:
+            native.categorical = [int(i) for i in np.flatnonzero(cats)]
+    if name == "IsolationForest":
+        native.output_kind = "negate"
+    try:
+        tl = treelite.sklearn.import_model(est)
+    except treelite.TreeliteError as e:
+        raise UnsupportedModelError(f"treelite cannot import {name}: {_first_line(e)}") from None
+    except Exception as e:  # the sklearn importer raises plain Python errors
+        raise UnsupportedModelError(f"treelite cannot import {name}: {e}") from None
+    header = tl.get_header_accessor()
+    post = header.get_field("postprocessor")
+    n_class = header.get_field("num_class")
+    if name.endswith("Classifier") and post == "sigmoid" and int(n_class[0]) == 1:
+        native.output_kind = "binary_proba"
+    return _compile(tl, native)
+
+
+# --- treelite -> Forest --------------------------------------------------------------------
+
+
+def _compile(tl: Any, native: Native) -> Forest:
+    h = tl.get_header_accessor()
+
+    def scalar(name: str) -> Any:
+        return h.get_field(name)[0].item()
+
+    num_feature = int(scalar("num_feature"))
+    header = {
+        "num_feature": num_feature,
+        "num_target": int(scalar("num_target")),
+        "num_class": [int(c) for c in h.get_field("num_class")],
+        "leaf_vector_shape": [int(c) for c in h.get_field("leaf_vector_shape")],
+        "average_tree_output": bool(scalar("average_tree_output")),
+        "postprocessor": str(h.get_field("postprocessor")),
+        "sigmoid_alpha": float(scalar("sigmoid_alpha")),
+        "ratio_c": float(scalar("ratio_c")),
+        "base_scores": [float(v) for v in h.get_field("base_scores")],
+        "precision": native.precision,
+        "output_kind": native.output_kind,
+    }
+    target_id = h.get_field("target_id")
+    class_id = h.get_field("class_id")
+    names = native.feature_names
+    if names is not None and len(names) != num_feature:
+        names = None
+    header["metadata"] = json.dumps(
+        {
+            "library": native.library,
+            "kind": native.kind,
+            "feature_names": names,
+            "categorical": native.categorical,
+        }
+    )
+    trees = []
+    for i in range(tl.num_tree):
+        acc = tl.get_tree_accessor(i)
+        tree = {f: acc.get_field(f) for f in _TREE_FIELDS}
+        tree["target_id"] = int(target_id[i])
+        tree["class_id"] = int(class_id[i])
+        trees.append(tree)
+    return Forest.build(header, trees)
