@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -168,16 +169,20 @@ def setup_tl2cgen(trained: Trained, cache: Path) -> Factory:
 
         atomic_write(libpath, build)
 
-    # LightGBM thresholds are float64, so its compiled code wants float64 input.
-    dtype = "float64" if trained.spec.library == "lightgbm" else "float32"
     DMatrix = tl2cgen.DMatrix
+    # LightGBM thresholds are float64, so its compiled code wants float64 input,
+    # and tl2cgen 1.0's own cast (np.array(copy=False)) fails under NumPy 2:
+    # cast here instead.
+    wide = trained.spec.library == "lightgbm"
 
     def make(n_threads: int) -> Runner:
         predictor = tl2cgen.Predictor(str(libpath), nthread=n_threads)
         run = predictor.predict
 
         def call(X):
-            return run(DMatrix(X, dtype=dtype))
+            if wide:
+                X = X.astype(np.float64)
+            return run(DMatrix(X))
 
         return Runner(
             row_call=call,
@@ -283,16 +288,10 @@ def setup_daal4py(trained: Trained, cache: Path) -> Factory:
     import daal4py
 
     gbt = daal4py.mb.convert_model(trained.booster)
-    daal_model = gbt.daal_model_
-    # The algorithm object is reusable; building it once is what predict_proba
-    # would otherwise redo on every call.
-    algo = daal4py.gbt_classification_prediction(
-        nClasses=2, fptype="float", resultsToEvaluate="computeClassProbabilities"
-    )
-    compute = algo.compute
-
-    def call(X):
-        return compute(X, daal_model).probabilities
+    # predict_proba builds a fresh prediction algorithm per call; reusing one
+    # across calls fails once the row count changes, so this is the fastest
+    # public path.
+    call = gbt.predict_proba
 
     def make(n_threads: int) -> Runner:
         return Runner(

@@ -32,7 +32,6 @@ EVAL_SEED = 7
 class ModelSpec:
     """One benchmarked model: which library trains it and with what."""
 
-    name: str
     library: str  # "xgboost" or "lightgbm"
     rounds: int
     params: tuple[tuple[str, Any], ...]
@@ -41,25 +40,22 @@ class ModelSpec:
     def param_dict(self) -> dict[str, Any]:
         return dict(self.params)
 
+    @property
+    def name(self) -> str:
+        p = self.param_dict
+        shape = f"depth {p['max_depth']}" if "max_depth" in p else f"{p['num_leaves']} leaves"
+        return f"{self.library} {self.rounds} trees, {shape}"
+
+    def scaled(self, factor: float) -> ModelSpec:
+        """The same model with ``factor`` times the trees (for --quick)."""
+        return dataclasses.replace(self, rounds=max(1, round(self.rounds * factor)))
+
 
 SPECS = (
+    ModelSpec("xgboost", 100, (("objective", "binary:logistic"), ("max_depth", 6), ("eta", 0.1))),
+    ModelSpec("xgboost", 500, (("objective", "binary:logistic"), ("max_depth", 8), ("eta", 0.1))),
     ModelSpec(
-        "xgboost 100 trees, depth 6",
-        "xgboost",
-        100,
-        (("objective", "binary:logistic"), ("max_depth", 6), ("eta", 0.1)),
-    ),
-    ModelSpec(
-        "xgboost 500 trees, depth 8",
-        "xgboost",
-        500,
-        (("objective", "binary:logistic"), ("max_depth", 8), ("eta", 0.1)),
-    ),
-    ModelSpec(
-        "lightgbm 500 trees, 63 leaves",
-        "lightgbm",
-        500,
-        (("objective", "binary"), ("num_leaves", 63), ("learning_rate", 0.1)),
+        "lightgbm", 500, (("objective", "binary"), ("num_leaves", 63), ("learning_rate", 0.1))
     ),
 )
 
@@ -88,7 +84,7 @@ def make_data(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     btag = [rng.choice([0.0, 1.0, 2.0], n, p=[0.6, 0.25, 0.15]) for _ in jets]
 
     low = [*lep, met_pt, met_phi]
-    for (pt, eta, phi), b in zip(jets, btag):
+    for (pt, eta, phi), b in zip(jets, btag, strict=True):
         low += [pt, eta, phi, b]
 
     met = (met_pt, np.zeros(n), met_phi)  # MET has no eta; treat it as central

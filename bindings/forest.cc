@@ -89,6 +89,7 @@ Forest Build(const py::dict& h, const py::list& trees) {
   s.precision = precision == "float64" ? rtml::Precision::kFloat64 : rtml::Precision::kFloat32;
   s.output_kind = OutputKindFromName(h["output_kind"].cast<std::string>());
   s.metadata = h["metadata"].cast<std::string>();
+  s.flush_tiny_to_zero = h.contains("flush_tiny_to_zero") && h["flush_tiny_to_zero"].cast<bool>();
   s.trees.reserve(trees.size());
   for (const auto& t : trees) s.trees.push_back(TreeFromDict(t.cast<py::dict>()));
   py::gil_scoped_release release;
@@ -136,6 +137,11 @@ MatrixView CheckedView(const Forest& f, py::array& x, py::ssize_t want_ndim) {
   }
   MatrixView v;
   if (!ViewOf(x, &v)) {
+    const char kind = x.dtype().kind();
+    if (kind != 'b' && kind != 'i' && kind != 'u' && kind != 'f') {
+      throw InputError("X has dtype " + py::str(x.dtype()).cast<std::string>() +
+                       ": expected a numeric array (float32 or float64)");
+    }
     x = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(x);
     if (!x || !ViewOf(x, &v)) throw InputError("X must be a numeric array (float32 or float64)");
   }

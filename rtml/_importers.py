@@ -50,6 +50,9 @@ class Native:
     output_kind: str = "plain"
     feature_names: list[str] | None = None
     categorical: list[int] = field(default_factory=list)  # feature indices
+    # Per feature, the category values the model was trained with (in code order),
+    # for libraries that re-code a DataFrame's categories by value (XGBoost 3.x).
+    categories: list[list[Any] | None] | None = None
 
 
 def _module_of(obj: Any) -> str:
@@ -142,11 +145,44 @@ def _from_xgboost(source: Any) -> Forest:
         native.output_kind = "binary_proba"
     elif objective == "multi:softmax" and not is_classifier:
         native.output_kind = "argmax"
+    raw = json.loads(booster.save_raw(raw_format="json"))
+    native.categories = _take_xgboost_category_encoder(raw)
     try:
-        tl = treelite.frontend.from_xgboost(booster)
+        if native.categories is None:
+            tl = treelite.frontend.from_xgboost(booster)
+        else:
+            tl = treelite.frontend.from_xgboost_json(json.dumps(raw))
     except treelite.TreeliteError as e:
         raise UnsupportedModelError(f"treelite cannot import this XGBoost model: {_first_line(e)}") from None
     return _compile(tl, native)
+
+
+def _take_xgboost_category_encoder(raw: dict[str, Any]) -> list[list[Any] | None] | None:
+    """Removes XGBoost 3.x's category encoder from a JSON model and returns it.
+
+    The trees split on category *codes*: positions in the training categories. XGBoost
+    re-codes a DataFrame's categories by value before predicting; treelite refuses
+    models that carry the encoder, so rtml keeps the categories itself and re-codes
+    DataFrame columns the same way (rtml.Model._frame_to_array). Arrays are taken as
+    codes, as XGBoost does.
+    """
+    booster = raw["learner"]["gradient_booster"]
+    model = booster.get("model") or booster.get("gbtree", {}).get("model", {})
+    cats = model.get("cats")
+    if not cats or not any(e.get("values") for e in cats.get("enc", [])):
+        return None
+    out: list[list[Any] | None] = []
+    for enc in cats["enc"]:
+        values, offsets = enc.get("values", []), enc.get("offsets", [])
+        if not values:
+            out.append(None)
+        elif offsets:  # strings: UTF-8 bytes cut at the offsets
+            data = bytes(values)
+            out.append([data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])])
+        else:
+            out.append(list(values))
+    model["cats"] = {"enc": [], "feature_segments": [], "sorted_idx": []}
+    return out
 
 
 # --- LightGBM ------------------------------------------------------------------------------
@@ -208,7 +244,10 @@ def _from_sklearn(est: Any) -> Forest:
     if name == "IsolationForest":
         native.output_kind = "negate"
     try:
-        tl = treelite.sklearn.import_model(est)
+        # treelite casts HistGradientBoosting's unused NaN thresholds of categorical
+        # nodes to integers; numpy's warning about it is noise.
+        with np.errstate(invalid="ignore"):
+            tl = treelite.sklearn.import_model(est)
     except treelite.TreeliteError as e:
         raise UnsupportedModelError(f"treelite cannot import {name}: {_first_line(e)}") from None
     except Exception as e:  # the sklearn importer raises plain Python errors
@@ -243,6 +282,7 @@ def _compile(tl: Any, native: Native) -> Forest:
         "base_scores": [float(v) for v in h.get_field("base_scores")],
         "precision": native.precision,
         "output_kind": native.output_kind,
+        "flush_tiny_to_zero": native.library == "lightgbm",
     }
     target_id = h.get_field("target_id")
     class_id = h.get_field("class_id")
@@ -255,6 +295,7 @@ def _compile(tl: Any, native: Native) -> Forest:
             "kind": native.kind,
             "feature_names": names,
             "categorical": native.categorical,
+            "categories": native.categories,
         }
     )
     trees = []

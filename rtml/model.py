@@ -152,9 +152,12 @@ class Model:
                 f"DataFrame has {df.shape[1]} columns, the model expects {self.num_features}"
             )
         cols = []
-        for name in df.columns:
+        trained = self._meta.get("categories") or [None] * df.shape[1]
+        for name, categories in zip(df.columns, trained):
             col = df[name]
             if str(col.dtype) == "category":
+                if categories is not None:  # re-code by value, as the native library does
+                    col = col.cat.set_categories(categories)
                 codes = col.cat.codes.to_numpy().astype(np.float64)
                 codes[codes < 0] = np.nan
                 cols.append(codes)

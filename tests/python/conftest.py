@@ -20,6 +20,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _models
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_oracles():
+    """Run the native libraries' OpenMP code on one thread.
+
+    scikit-learn, XGBoost and LightGBM each load an OpenMP runtime; on a
+    2-core machine their spinning workers starve each other (a tiny
+    HistGradientBoosting fit took 25 s instead of 0.2 s).  rtml's own worker
+    threads are plain std::threads and are not affected.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def rng() -> np.random.Generator:
     return np.random.default_rng(_models.SEED)

@@ -64,16 +64,38 @@ def tree_splits(tree: Any, features: np.ndarray | None = None) -> list[tuple[int
     return [(int(f), float(v)) for f, v in zip(feats, t.threshold[internal], strict=True)]
 
 
+def hgb_feature_order(est: Any) -> np.ndarray:
+    """Original column of each feature the HGB predictors index.
+
+    With categorical features, HistGradientBoosting runs X through a
+    ColumnTransformer (categorical columns first, ordinal-encoded), so the
+    predictors' feature_idx refers to the transformed column order.
+    """
+    n = est.n_features_in_
+    pre = getattr(est, "_preprocessor", None)
+    if pre is None:
+        return np.arange(n)
+    order = []
+    for _, transformer, columns in pre.transformers_:
+        if transformer == "drop":
+            continue
+        cols = np.asarray(columns)
+        order.extend(np.flatnonzero(cols) if cols.dtype == bool else cols.tolist())
+    assert sorted(order) == list(range(n)), order
+    return np.asarray(order)
+
+
 def sk_splits(est: Any) -> list[tuple[int, float]]:
     """Numerical splits of any of the supported scikit-learn ensembles."""
     out: list[tuple[int, float]] = []
     if hasattr(est, "_predictors"):  # HistGradientBoosting*
+        original = hgb_feature_order(est)
         for per_iteration in est._predictors:
             for predictor in per_iteration:
                 nodes = predictor.nodes
                 keep = (nodes["is_leaf"] == 0) & (nodes["is_categorical"] == 0)
                 out += [
-                    (int(f), float(v))
+                    (int(original[f]), float(v))
                     for f, v in zip(
                         nodes["feature_idx"][keep], nodes["num_threshold"][keep], strict=True
                     )
@@ -307,8 +329,30 @@ def _hgb_cat_classifier() -> Case:
     )
 
 
+SPARSE_CODES = np.array([0, 3, 5, 10, 11, 20, 42, 50, 99], dtype=np.float64)
+
+
+def _hgb_cat_sparse_codes() -> Case:
+    # Category codes with gaps: HGB's ordinal encoder maps 0,3,5,10,... to
+    # 0,1,2,3,..., so the trees' bitsets are over encoded values.
+    d = categorical_data()
+    X = np.array(d.X)
+    ok = ~np.isnan(X[:, 1])
+    X[ok, 1] = SPARSE_CODES[X[ok, 1].astype(int)]
+    est = HistGradientBoostingRegressor(
+        max_iter=N_TREES, max_leaf_nodes=15, categorical_features=[1, 4], random_state=0
+    )
+    return sk_case(
+        "HistGradientBoostingRegressor_sparse_codes",
+        est.fit(X, d.y),
+        X,
+        cat_features=d.cat_features,
+    )
+
+
 CATEGORICAL_CASES = {
-    f.__name__.lstrip("_"): functools.cache(f) for f in (_hgb_cat_regressor, _hgb_cat_classifier)
+    f.__name__.lstrip("_"): functools.cache(f)
+    for f in (_hgb_cat_regressor, _hgb_cat_classifier, _hgb_cat_sparse_codes)
 }
 
 

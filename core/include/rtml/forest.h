@@ -114,6 +114,8 @@ struct ForestSpec {
   std::vector<double> base_scores;  // num_target * max(num_class), row-major
   Precision precision = Precision::kFloat32;
   OutputKind output_kind = OutputKind::kPlain;
+  // LightGBM reads every input with |x| <= 1e-35f as 0.0 before its trees see it.
+  bool flush_tiny_to_zero = false;
   std::string metadata;             // opaque to the core (the Python layer's JSON)
   std::vector<TreeSpec> trees;
 };
@@ -174,6 +176,7 @@ class Forest {
   Precision precision() const { return precision_; }
   OutputKind output_kind() const { return output_kind_; }
   bool average_tree_output() const { return average_; }
+  bool flush_tiny_to_zero() const { return flush_tiny_; }
   size_t num_nodes() const { return nodes_f_.size(); }
   int32_t max_depth() const;
   const std::string& metadata() const { return metadata_; }
@@ -207,6 +210,7 @@ class Forest {
   Precision precision_ = Precision::kFloat32;
   OutputKind output_kind_ = OutputKind::kPlain;
   bool average_ = false;
+  bool flush_tiny_ = false;
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging
   std::vector<detail::NodeF> nodes_f_;

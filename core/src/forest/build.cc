@@ -268,6 +268,7 @@ Forest Forest::Build(const ForestSpec& spec) {
   f.precision_ = spec.precision;
   f.output_kind_ = spec.output_kind;
   f.average_ = spec.average_tree_output;
+  f.flush_tiny_ = spec.flush_tiny_to_zero;
   f.metadata_ = spec.metadata;
   if (spec.base_scores.empty()) {
     f.base_.assign(f.num_slots_, 0.0);

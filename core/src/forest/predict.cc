@@ -109,23 +109,32 @@ inline void WalkChunk(const Node* nodes, const uint32_t* cat_bits, const T* x, c
 
 // Copies row r of x into dst[0..cols) as T, and NaN into dst[cols] (the slot
 // every leaf reads, so leaves loop to themselves).
+// LightGBM's kZeroThreshold: the float 1e-35f, compared in double.
+constexpr double kLightGBMZero = static_cast<double>(1e-35f);
+
 template <typename T, typename Src>
-inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst) {
+inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst, bool flush_tiny) {
   const Src* p = base + r * x.row_stride;
   if (x.col_stride == 1) {
     for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c]);
   } else {
     for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c * x.col_stride]);
   }
+  if (flush_tiny) {
+    for (int64_t c = 0; c < x.cols; ++c) {
+      const double v = x.col_stride == 1 ? p[c] : p[c * x.col_stride];
+      if (std::fabs(v) <= kLightGBMZero) dst[c] = T(0);
+    }
+  }
   dst[x.cols] = std::numeric_limits<T>::quiet_NaN();
 }
 
 template <typename T>
-inline void LoadRow(const MatrixView& x, int64_t r, T* dst) {
+inline void LoadRow(const MatrixView& x, int64_t r, T* dst, bool flush_tiny) {
   if (x.dtype == DType::kFloat32) {
-    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst);
+    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst, flush_tiny);
   } else {
-    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst);
+    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst, flush_tiny);
   }
 }
 
@@ -223,7 +232,7 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   if (s.acc.size() < need_acc) s.acc.resize(need_acc);
   T* xs = rows.data();
   double* acc = s.acc.data();
-  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride);
+  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, flush_tiny_);
   std::fill(acc, acc + nrows * num_slots_, 0.0);
   const Node* n = nodes.data();
   const uint32_t* cats = cat_bits_.data();

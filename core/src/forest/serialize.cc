@@ -149,6 +149,7 @@ class ForestCodec {
     w.Put<uint8_t>(static_cast<uint8_t>(f.precision_));
     w.Put<uint8_t>(static_cast<uint8_t>(f.output_kind_));
     w.Put<uint8_t>(f.average_ ? 1 : 0);
+    w.Put<uint8_t>(f.flush_tiny_ ? 1 : 0);
     w.Put<double>(f.sigmoid_alpha_);
     w.Put<double>(f.ratio_c_);
     w.PutVec(f.base_);
@@ -210,10 +211,13 @@ class ForestCodec {
     const auto precision = r.Get<uint8_t>("precision");
     const auto kind = r.Get<uint8_t>("output kind");
     const auto average = r.Get<uint8_t>("average");
+    const auto flush = r.Get<uint8_t>("flush tiny");
     if (post > static_cast<uint8_t>(Postprocessor::kHinge)) Corrupt("postprocessor");
     if (precision > 1) Corrupt("precision");
     if (kind > static_cast<uint8_t>(OutputKind::kArgmax)) Corrupt("output kind");
     if (average > 1) Corrupt("average flag");
+    if (flush > 1) Corrupt("flush flag");
+    f.flush_tiny_ = flush != 0;
     f.post_ = static_cast<Postprocessor>(post);
     f.precision_ = static_cast<Precision>(precision);
     f.output_kind_ = static_cast<OutputKind>(kind);

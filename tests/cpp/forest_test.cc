@@ -1,0 +1,281 @@
+// Unit tests of rtml::Forest: comparison rewriting, NaN defaults, categorical
+// splits, output transforms, the compiled file, and concurrent scoring.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "rtml/forest.h"
+
+using rtml::CompareOp;
+using rtml::DType;
+using rtml::Forest;
+using rtml::ForestSpec;
+using rtml::MatrixView;
+using rtml::TreeSpec;
+
+namespace {
+
+const double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// A stump on feature `feat`: (x op thr) -> left leaf `lv`, else right leaf `rv`.
+TreeSpec Stump(int32_t feat, CompareOp op, double thr, bool default_left, double lv, double rv) {
+  TreeSpec t;
+  t.node_type = {1, 0, 0};
+  t.left = {1, -1, -1};
+  t.right = {2, -1, -1};
+  t.feature = {feat, -1, -1};
+  t.threshold = {thr, 0, 0};
+  t.cmp = {static_cast<int8_t>(op), 0, 0};
+  t.default_left = {static_cast<uint8_t>(default_left), 0, 0};
+  t.category_list_right_child = {0, 0, 0};
+  t.leaf_value = {0, lv, rv};
+  t.leaf_vector_begin = {0, 0, 0};
+  t.leaf_vector_end = {0, 0, 0};
+  t.category_list_begin = {0, 0, 0};
+  t.category_list_end = {0, 0, 0};
+  return t;
+}
+
+ForestSpec OneTree(TreeSpec t, int32_t num_feature = 1) {
+  ForestSpec s;
+  s.num_feature = num_feature;
+  s.base_scores = {0.0};
+  s.trees.push_back(std::move(t));
+  return s;
+}
+
+double Score1(const Forest& f, double x, DType dtype) {
+  double out = 0;
+  MatrixView v;
+  float xf = static_cast<float>(x);
+  v.data = dtype == DType::kFloat32 ? static_cast<const void*>(&xf) : static_cast<const void*>(&x);
+  v.rows = 1;
+  v.cols = 1;
+  v.dtype = dtype;
+  CHECK(f.Predict(v, &out, true, 1) == rtml::Status::kOk);
+  return out;
+}
+
+}  // namespace
+
+RTML_TEST(LessThanFloat32Threshold) {
+  const Forest f = Forest::Build(OneTree(Stump(0, CompareOp::kLT, 0.5, true, 1.0, 2.0)));
+  CHECK(Score1(f, 0.5, DType::kFloat32) == 2.0);
+  CHECK(Score1(f, std::nextafter(0.5f, 0.0f), DType::kFloat32) == 1.0);
+  CHECK(Score1(f, kNaN, DType::kFloat32) == 1.0);  // default left
+  CHECK(Score1(f, -std::numeric_limits<double>::infinity(), DType::kFloat32) == 1.0);
+}
+
+RTML_TEST(GreaterOpsSwapChildren) {
+  const Forest gt = Forest::Build(OneTree(Stump(0, CompareOp::kGT, 0.5, false, 1.0, 2.0)));
+  CHECK(Score1(gt, 0.5, DType::kFloat32) == 2.0);
+  CHECK(Score1(gt, std::nextafter(0.5f, 1.0f), DType::kFloat32) == 1.0);
+  CHECK(Score1(gt, kNaN, DType::kFloat32) == 2.0);  // default right
+  const Forest ge = Forest::Build(OneTree(Stump(0, CompareOp::kGE, 0.5, true, 1.0, 2.0)));
+  CHECK(Score1(ge, 0.5, DType::kFloat32) == 1.0);
+  CHECK(Score1(ge, std::nextafter(0.5f, 0.0f), DType::kFloat32) == 2.0);
+  CHECK(Score1(ge, kNaN, DType::kFloat32) == 1.0);
+}
+
+RTML_TEST(Float64ThresholdIsExactForBothInputPrecisions) {
+  ForestSpec s = OneTree(Stump(0, CompareOp::kLE, 0.1, false, 1.0, 2.0));
+  s.precision = rtml::Precision::kFloat64;
+  const Forest f = Forest::Build(s);
+  // float(0.1) is 0.100000001490116..., above the double 0.1.
+  CHECK(Score1(f, 0.1f, DType::kFloat32) == 2.0);
+  CHECK(Score1(f, std::nextafter(0.1f, 0.0f), DType::kFloat32) == 1.0);
+  CHECK(Score1(f, 0.1, DType::kFloat64) == 1.0);
+  CHECK(Score1(f, std::nextafter(0.1, 1.0), DType::kFloat64) == 2.0);
+  // A float32-precision model casts float64 inputs to float first.
+  s.precision = rtml::Precision::kFloat32;
+  const Forest g = Forest::Build(s);
+  CHECK(Score1(g, 0.1, DType::kFloat64) == 2.0);
+}
+
+RTML_TEST(CategoricalSplit) {
+  TreeSpec t = Stump(0, CompareOp::kNone, 0.0, false, 1.0, 2.0);
+  t.node_type[0] = 2;
+  t.category_list = {1, 3, 40};
+  t.category_list_begin = {0, 3, 3};
+  t.category_list_end = {3, 3, 3};
+  const Forest f = Forest::Build(OneTree(t));
+  CHECK(Score1(f, 3, DType::kFloat32) == 1.0);
+  CHECK(Score1(f, 40.7, DType::kFloat32) == 1.0);  // truncated to 40
+  CHECK(Score1(f, 2, DType::kFloat32) == 2.0);
+  CHECK(Score1(f, -1, DType::kFloat32) == 2.0);
+  CHECK(Score1(f, 1e9, DType::kFloat64) == 2.0);
+  CHECK(Score1(f, kNaN, DType::kFloat32) == 2.0);  // default right
+  t.category_list_right_child = {1, 0, 0};
+  const Forest r = Forest::Build(OneTree(t));
+  CHECK(Score1(r, 3, DType::kFloat32) == 2.0);
+  CHECK(Score1(r, 2, DType::kFloat32) == 1.0);
+}
+
+RTML_TEST(SoftmaxOverClasses) {
+  ForestSpec s;
+  s.num_feature = 1;
+  s.num_class = {3};
+  s.postprocessor = rtml::Postprocessor::kSoftmax;
+  s.base_scores = {0.5, 0.5, 0.5};
+  for (int32_t k = 0; k < 3; ++k) {
+    TreeSpec t = Stump(0, CompareOp::kLT, 0.0, true, k, -k);
+    t.class_id = k;
+    s.trees.push_back(t);
+  }
+  const Forest f = Forest::Build(s);
+  CHECK(f.num_columns(false) == 3);
+  const float x = 1.0f;
+  MatrixView v{&x, 1, 1, 1, 1, DType::kFloat32};
+  double out[3];
+  CHECK(f.Predict(v, out, false, 1) == rtml::Status::kOk);
+  const double z = std::exp(0.0) + std::exp(-1.0) + std::exp(-2.0);
+  CHECK(std::fabs(out[0] - 1.0 / z) < 1e-12);
+  CHECK(std::fabs(out[2] - std::exp(-2.0) / z) < 1e-12);
+  CHECK(f.Predict(v, out, true, 1) == rtml::Status::kOk);
+  CHECK(out[1] == 0.5 - 1.0);
+}
+
+RTML_TEST(AveragedLeafVectors) {
+  ForestSpec s;
+  s.num_feature = 1;
+  s.num_class = {2};
+  s.leaf_vector_shape = {1, 2};
+  s.average_tree_output = true;
+  s.base_scores = {0.0, 0.0};
+  for (int i = 0; i < 2; ++i) {
+    TreeSpec t = Stump(0, CompareOp::kLT, 0.0, true, 0, 0);
+    t.leaf_vector = {0.2, 0.8, 0.6, 0.4};
+    t.leaf_vector_begin = {0, 0, 2};
+    t.leaf_vector_end = {0, 2, 4};
+    t.class_id = -1;
+    if (i == 1) t.threshold[0] = 10.0;
+    s.trees.push_back(t);
+  }
+  const Forest f = Forest::Build(s);
+  const float x = 1.0f;  // tree 0 goes right (0.6, 0.4), tree 1 left (0.2, 0.8)
+  MatrixView v{&x, 1, 1, 1, 1, DType::kFloat32};
+  double out[2];
+  CHECK(f.Predict(v, out, false, 1) == rtml::Status::kOk);
+  CHECK(std::fabs(out[0] - 0.4) < 1e-12 && std::fabs(out[1] - 0.6) < 1e-12);
+}
+
+namespace {
+
+// A random forest of depth-limited trees over `nf` features, for round trips
+// and threading.
+ForestSpec RandomForest(uint32_t seed, int32_t nf, int n_trees) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  ForestSpec s;
+  s.num_feature = nf;
+  s.base_scores = {0.25};
+  s.postprocessor = rtml::Postprocessor::kSigmoid;
+  for (int i = 0; i < n_trees; ++i) {
+    // A complete tree of depth 1 + (i % 4), nodes in breadth-first order.
+    const int depth = 1 + i % 4;
+    const int n = (1 << (depth + 1)) - 1;
+    TreeSpec t;
+    for (int j = 0; j < n; ++j) {
+      const bool leaf = j >= (1 << depth) - 1;
+      t.node_type.push_back(leaf ? 0 : 1);
+      t.left.push_back(leaf ? -1 : 2 * j + 1);
+      t.right.push_back(leaf ? -1 : 2 * j + 2);
+      t.feature.push_back(leaf ? -1 : static_cast<int32_t>(rng() % nf));
+      t.threshold.push_back(u(rng));
+      t.cmp.push_back(static_cast<int8_t>(CompareOp::kLT) + static_cast<int8_t>(rng() % 4));
+      t.default_left.push_back(static_cast<uint8_t>(rng() % 2));
+      t.category_list_right_child.push_back(0);
+      t.leaf_value.push_back(u(rng) - 0.5);
+    }
+    s.trees.push_back(t);
+  }
+  return s;
+}
+
+std::vector<float> RandomRows(uint32_t seed, int64_t rows, int32_t nf) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows * nf));
+  for (auto& v : x) v = (rng() % 17 == 0) ? std::numeric_limits<float>::quiet_NaN() : u(rng);
+  return x;
+}
+
+}  // namespace
+
+RTML_TEST(FileRoundTripAndEveryPrefixAndByteFlipRejected) {
+  const Forest f = Forest::Build(RandomForest(1, 3, 6));
+  const std::string bytes = f.ToBytes();
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const Forest g = Forest::FromBytes(p, bytes.size());
+  const std::vector<float> x = RandomRows(2, 100, 3);
+  MatrixView v{x.data(), 100, 3, 3, 1, DType::kFloat32};
+  std::vector<double> a(100), b(100);
+  CHECK(f.Predict(v, a.data(), false, 1) == rtml::Status::kOk);
+  CHECK(g.Predict(v, b.data(), false, 1) == rtml::Status::kOk);
+  CHECK(a == b);
+  CHECK(g.ToBytes() == bytes);
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    CHECK_THROWS(Forest::FromBytes(p, n), rtml::ModelFormatError);
+  }
+  std::string bad = bytes;
+  for (size_t i = 0; i < bad.size(); ++i) {
+    bad[i] = static_cast<char>(bad[i] ^ 0x5A);
+    CHECK_THROWS(Forest::FromBytes(reinterpret_cast<const uint8_t*>(bad.data()), bad.size()),
+                 rtml::ModelFormatError);
+    bad[i] = bytes[i];
+  }
+}
+
+RTML_TEST(StridedViewsMatchContiguous) {
+  const Forest f = Forest::Build(RandomForest(3, 4, 20));
+  const int64_t rows = 300;
+  const std::vector<float> x = RandomRows(4, rows, 4);
+  std::vector<double> xd(x.begin(), x.end());
+  std::vector<float> fortran(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < 4; ++c) fortran[c * rows + r] = x[r * 4 + c];
+  }
+  std::vector<double> a(rows), b(rows), c(rows);
+  CHECK(f.Predict({x.data(), rows, 4, 4, 1, DType::kFloat32}, a.data(), false, 1) == rtml::Status::kOk);
+  CHECK(f.Predict({fortran.data(), rows, 4, 1, rows, DType::kFloat32}, b.data(), false, 1) ==
+        rtml::Status::kOk);
+  CHECK(f.Predict({xd.data(), rows, 4, 4, 1, DType::kFloat64}, c.data(), false, 1) == rtml::Status::kOk);
+  CHECK(a == b);
+  CHECK(a == c);
+  CHECK(f.Predict({x.data(), rows, 3, 3, 1, DType::kFloat32}, a.data(), false, 1) ==
+        rtml::Status::kBadShape);
+}
+
+RTML_TEST(ThreadsAndConcurrentCallersAgree) {
+  const Forest f = Forest::Build(RandomForest(5, 6, 40));
+  const int64_t rows = 20000;
+  const std::vector<float> x = RandomRows(6, rows, 6);
+  const MatrixView v{x.data(), rows, 6, 6, 1, DType::kFloat32};
+  std::vector<double> want(rows);
+  CHECK(f.Predict(v, want.data(), false, 1) == rtml::Status::kOk);
+  std::vector<std::vector<double>> got(4, std::vector<double>(rows));
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&, t] { (void)f.Predict(v, got[t].data(), false, 2); });
+  }
+  for (auto& th : callers) th.join();
+  for (const auto& g : got) CHECK(g == want);
+}
+
+RTML_TEST(BadSpecsAreRejected) {
+  CHECK_THROWS(Forest::Build(OneTree(Stump(5, CompareOp::kLT, 0.5, true, 1, 2))), rtml::InputError);
+  CHECK_THROWS(Forest::Build(OneTree(Stump(0, CompareOp::kEQ, 0.5, true, 1, 2))),
+               rtml::UnsupportedModelError);
+  TreeSpec cyclic = Stump(0, CompareOp::kLT, 0.5, true, 1, 2);
+  cyclic.right[0] = 0;
+  CHECK_THROWS(Forest::Build(OneTree(cyclic)), rtml::InputError);
+  ForestSpec empty;
+  empty.num_feature = 1;
+  CHECK_THROWS(Forest::Build(empty), rtml::InputError);
+}
+
+RTML_TEST_MAIN()
