@@ -90,6 +90,8 @@ Forest Build(const py::dict& h, const py::list& trees) {
   s.output_kind = OutputKindFromName(h["output_kind"].cast<std::string>());
   s.metadata = h["metadata"].cast<std::string>();
   s.flush_tiny_to_zero = h.contains("flush_tiny_to_zero") && h["flush_tiny_to_zero"].cast<bool>();
+  s.truncate_categories = h.contains("truncate_categories") && h["truncate_categories"].cast<bool>();
+  if (h.contains("nan_as_zero")) s.nan_as_zero = h["nan_as_zero"].cast<std::vector<uint8_t>>();
   s.trees.reserve(trees.size());
   for (const auto& t : trees) s.trees.push_back(TreeFromDict(t.cast<py::dict>()));
   py::gil_scoped_release release;

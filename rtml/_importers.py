@@ -53,6 +53,12 @@ class Native:
     # Per feature, the category values the model was trained with (in code order),
     # for libraries that re-code a DataFrame's categories by value (XGBoost 3.x).
     categories: list[list[Any] | None] | None = None
+    # LightGBM input semantics (see ForestSpec in core/include/rtml/forest.h).
+    nan_as_zero: list[int] | None = None
+    # Factor on raw scores: LightGBM's rf mode averages its trees for predict() but
+    # returns their sum for raw_score=True.
+    raw_scale: float = 1.0
+    binary: bool = False  # one output per row
 
 
 def _module_of(obj: Any) -> str:
@@ -97,15 +103,20 @@ def _from_path(path: Path) -> Forest:
         if path.suffix.lower() == ".ubj" or text.startswith(b"{U") or text.startswith(b"{$"):
             return _xgboost_file(treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson"))
         if text.startswith(b"tree\n") or text.startswith(b"tree\r\n"):
-            tl = treelite.frontend.load_lightgbm_model(str(path))
-            return _compile(tl, Native(library="lightgbm", kind="LightGBM text file",
-                                       precision="float64"))
+            # treelite's parser first: it rejects damaged files, where LightGBM's
+            # own parser can abort the process.
+            return _lightgbm_file(path, treelite.frontend.load_lightgbm_model(str(path)))
     except treelite.TreeliteError as e:
         raise ModelFormatError(f"cannot read model file '{path}': {_first_line(e)}") from None
     raise ModelFormatError(
         f"unknown model file type '{path}': expected an rtml compiled model, an XGBoost .json or "
         ".ubj file, or a LightGBM text model"
     )
+
+
+def _lightgbm_file(path: Path, tl: Any) -> Forest:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return _compile(tl, _lightgbm_native(text, "LightGBM text file"))
 
 
 def _first_line(e: Exception) -> str:
@@ -140,7 +151,7 @@ def _from_xgboost(source: Any) -> Forest:
     types = booster.feature_types or []
     native.categorical = [i for i, t in enumerate(types) if t == "c"]
     n_class = int(learner["learner_model_param"].get("num_class", "0") or 0)
-    is_classifier = type(source).__name__ == "XGBClassifier"
+    is_classifier = isinstance(source, xgboost.XGBClassifier)
     if is_classifier and n_class <= 1 and objective.startswith("binary:"):
         native.output_kind = "binary_proba"
     elif objective == "multi:softmax" and not is_classifier:
@@ -195,11 +206,8 @@ def _from_lightgbm(source: Any) -> Forest:
     booster = source.booster_ if hasattr(source, "booster_") else source
     if not isinstance(booster, lightgbm.Booster):
         raise ModelFormatError(f"unsupported LightGBM object {type(source).__name__}")
-    native = Native(library="lightgbm", kind=type(source).__name__, precision="float64")
-    native.feature_names = list(booster.feature_name())
-    dump = booster.dump_model(num_iteration=-1)
-    _check_lightgbm(dump)
-    if type(source).__name__ == "LGBMClassifier" and dump.get("num_class", 1) == 1:
+    native = _lightgbm_native(booster.model_to_string(num_iteration=-1), type(source).__name__)
+    if isinstance(source, lightgbm.LGBMClassifier) and native.binary:
         native.output_kind = "binary_proba"
     try:
         tl = treelite.frontend.from_lightgbm(booster)
@@ -208,22 +216,49 @@ def _from_lightgbm(source: Any) -> Forest:
     return _compile(tl, native)
 
 
-def _check_lightgbm(dump: dict[str, Any]) -> None:
-    """Rejects what treelite evaluates differently from LightGBM."""
-
-    def walk(node: dict[str, Any]) -> None:
-        if "split_index" not in node:
-            return
-        if node.get("missing_type") == "Zero":
-            raise UnsupportedModelError(
-                "LightGBM model uses zero_as_missing (missing_type=Zero), which rtml cannot "
-                "evaluate exactly yet; retrain with zero_as_missing=false"
-            )
-        walk(node["left_child"])
-        walk(node["right_child"])
-
-    for tree in dump.get("tree_info", []):
-        walk(tree["tree_structure"])
+def _lightgbm_native(model_text: str, kind: str) -> Native:
+    """Reads what exact scoring needs from LightGBM's text format (never through
+    LightGBM's own parser, which can abort the process on a damaged file)."""
+    native = Native(library="lightgbm", kind=kind, precision="float64")
+    header: dict[str, str] = {}
+    nan_as_zero: list[int] = []
+    n_trees = 0
+    feature: list[str] = []
+    for line in model_text.splitlines():
+        key, eq, value = line.partition("=")
+        if not eq:
+            if line.strip() == "average_output":
+                header["average_output"] = "1"
+            elif line.startswith("end of trees"):
+                break
+            continue
+        if key == "Tree":
+            n_trees += 1
+        elif key == "split_feature":
+            feature = value.split()
+        elif key == "decision_type":
+            for f, d in zip(feature, value.split()):
+                missing = (int(d) >> 2) & 3  # 0 None, 1 Zero, 2 NaN
+                if missing == 1:
+                    raise UnsupportedModelError(
+                        "LightGBM model uses zero_as_missing (missing_type=Zero), which rtml "
+                        "cannot evaluate exactly yet; retrain with zero_as_missing=false"
+                    )
+                if missing == 0 and int(f) < len(nan_as_zero):
+                    nan_as_zero[int(f)] = 1
+        elif n_trees == 0:
+            header[key] = value
+            if key == "max_feature_idx":
+                nan_as_zero = [0] * (int(value) + 1)
+            elif key == "feature_names":
+                native.feature_names = value.split()
+    per_iteration = int(header.get("num_tree_per_iteration", "1"))
+    if "average_output" in header:
+        # rf mode averages its trees in predict() but sums them for raw_score=True.
+        native.raw_scale = float(n_trees // max(1, per_iteration))
+    native.binary = int(header.get("num_class", "1")) == 1
+    native.nan_as_zero = nan_as_zero
+    return native
 
 
 # --- scikit-learn --------------------------------------------------------------------------
@@ -283,7 +318,10 @@ def _compile(tl: Any, native: Native) -> Forest:
         "precision": native.precision,
         "output_kind": native.output_kind,
         "flush_tiny_to_zero": native.library == "lightgbm",
+        "truncate_categories": native.library == "lightgbm",
     }
+    if native.nan_as_zero is not None and any(native.nan_as_zero):
+        header["nan_as_zero"] = native.nan_as_zero
     target_id = h.get_field("target_id")
     class_id = h.get_field("class_id")
     names = native.feature_names
@@ -296,6 +334,7 @@ def _compile(tl: Any, native: Native) -> Forest:
             "feature_names": names,
             "categorical": native.categorical,
             "categories": native.categories,
+            "raw_scale": native.raw_scale,
         }
     )
     trees = []

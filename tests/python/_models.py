@@ -289,6 +289,39 @@ def neighbours(t: float) -> list[float]:
     return [float(v) for v in out if np.isfinite(v) and abs(v) <= 3.0e38]
 
 
+def boundary_groups(
+    X: np.ndarray,
+    splits: Sequence[tuple[int, float]],
+    *,
+    max_splits: int = 250,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """For each split, groups of rows that differ only in the split feature,
+    which takes the threshold and its float32/float64 neighbours.
+
+    Each split gets two base rows: the training row whose value in that
+    feature is nearest the threshold (likely to reach the split node), and a
+    random training row.
+    """
+    rng = np.random.default_rng(seed)
+    uniq = sorted({(int(f), float(t)) for f, t in splits})
+    if len(uniq) > max_splits:
+        keep = rng.choice(len(uniq), size=max_splits, replace=False)
+        uniq = [uniq[i] for i in sorted(keep)]
+    groups = []
+    for f, t in uniq:
+        values = neighbours(t)
+        if not values:
+            continue
+        distance = np.abs(X[:, f] - t)
+        distance[np.isnan(distance)] = np.inf
+        for base in (int(np.argmin(distance)), int(rng.integers(len(X)))):
+            group = np.repeat(X[base : base + 1], len(values), axis=0)
+            group[:, f] = values
+            groups.append(group)
+    return groups
+
+
 def boundary_rows(
     X: np.ndarray,
     splits: Sequence[tuple[int, float]],
@@ -297,21 +330,11 @@ def boundary_rows(
     seed: int = 0,
 ) -> np.ndarray:
     """Rows whose value in a split feature is on, or one float step beside,
-    that split's threshold; the other features are copied from training rows."""
-    rng = np.random.default_rng(seed)
-    uniq = sorted({(int(f), float(t)) for f, t in splits})
-    if len(uniq) > max_splits:
-        keep = rng.choice(len(uniq), size=max_splits, replace=False)
-        uniq = [uniq[i] for i in sorted(keep)]
-    rows = []
-    for f, t in uniq:
-        for v in neighbours(t):
-            row = X[rng.integers(len(X))].copy()
-            row[f] = v
-            rows.append(row)
-    if not rows:
+    that split's threshold (see boundary_groups)."""
+    groups = boundary_groups(X, splits, max_splits=max_splits, seed=seed)
+    if not groups:
         return np.empty((0, X.shape[1]))
-    return np.asarray(rows, dtype=np.float64)
+    return np.concatenate(groups, axis=0).astype(np.float64)
 
 
 def extreme_rows(X: np.ndarray, *, skip: Sequence[int] = (), seed: int = 1) -> np.ndarray:
@@ -543,6 +566,28 @@ class ParityChecks:
             assert_parity(
                 np.atleast_1d(got), np.atleast_1d(want), row[None, :], what=f"{case.name} row {i}"
             )
+
+    def test_boundary_rows_cross_splits(self, case: Case, model: Any) -> None:
+        """Guards the probe design: for some splits, moving the value by one
+        float step across the threshold changes the native output, i.e. the
+        probe rows sit where evaluation precision matters.  rtml must follow
+        the native library through every such group."""
+        groups = boundary_groups(case.X, case.splits)
+        if not groups:
+            pytest.skip(f"{case.name}: no numerical splits")
+        rows = np.concatenate(groups, axis=0)
+        want = np.asarray(case.predict(rows)).reshape(len(rows), -1)
+        crossing = 0
+        start = 0
+        for group in groups:
+            block = want[start : start + len(group)]
+            start += len(group)
+            crossing += bool(np.ptp(block, axis=0).max() > 0)
+        assert crossing >= min(5, len(groups) // 10), (
+            f"{case.name}: only {crossing} of {len(groups)} threshold groups change the "
+            "native output; threshold extraction is probably wrong"
+        )
+        assert_parity(model.predict(rows), case.predict(rows), rows, what=f"{case.name} groups")
 
     def test_properties(self, case: Case, model: Any) -> None:
         assert model.num_features == case.X.shape[1]

@@ -116,13 +116,19 @@ struct ForestSpec {
   OutputKind output_kind = OutputKind::kPlain;
   // LightGBM reads every input with |x| <= 1e-35f as 0.0 before its trees see it.
   bool flush_tiny_to_zero = false;
+  // LightGBM casts a categorical value to int before its sign check, so values in
+  // (-1, 0) are category 0 (treelite instead treats every negative as no match).
+  bool truncate_categories = false;
+  // Per feature (empty = none): NaN is read as 0.0 (LightGBM, missing_type None).
+  std::vector<uint8_t> nan_as_zero;
   std::string metadata;             // opaque to the core (the Python layer's JSON)
   std::vector<TreeSpec> trees;
 };
 
 namespace detail {
 // 12 bytes. feat_flags: bits 0..27 feature (num_features = the leaf slot, which
-// holds NaN), bit 30 NaN goes to the "then" child, bit 31 categorical test.
+// holds NaN), bit 29 categorical value truncated before its sign check
+// (LightGBM), bit 30 NaN goes to the "then" child, bit 31 categorical test.
 // A leaf's threshold bits hold its offset into the leaf value array.
 struct NodeF {
   float threshold;
@@ -146,6 +152,7 @@ struct Chunk {
   uint32_t depth;  // steps that bring every tree of the chunk to a leaf
 };
 constexpr uint32_t kFeatureMask = (1u << 28) - 1;
+constexpr uint32_t kTruncateCategory = 1u << 29;
 constexpr uint32_t kDefaultFirst = 1u << 30;
 constexpr uint32_t kCategorical = 1u << 31;
 constexpr int kLanes = 8;
@@ -211,6 +218,7 @@ class Forest {
   OutputKind output_kind_ = OutputKind::kPlain;
   bool average_ = false;
   bool flush_tiny_ = false;
+  std::vector<uint8_t> nan_as_zero_;  // per feature, or empty
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging
   std::vector<detail::NodeF> nodes_f_;

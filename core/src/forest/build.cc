@@ -135,6 +135,7 @@ struct Compiler {
       uint64_t off64 = off;
       std::memcpy(&d.threshold, &off64, sizeof(off64));
       flags |= detail::kCategorical;
+      if (spec.truncate_categories) flags |= detail::kTruncateCategory;
     } else {
       const auto op = static_cast<CompareOp>(tree.cmp.at(un));
       const double thr = tree.threshold.at(un);
@@ -269,6 +270,12 @@ Forest Forest::Build(const ForestSpec& spec) {
   f.output_kind_ = spec.output_kind;
   f.average_ = spec.average_tree_output;
   f.flush_tiny_ = spec.flush_tiny_to_zero;
+  if (!spec.nan_as_zero.empty()) {
+    if (spec.nan_as_zero.size() != static_cast<size_t>(spec.num_feature)) {
+      throw InputError("nan_as_zero must have one flag per feature");
+    }
+    f.nan_as_zero_ = spec.nan_as_zero;
+  }
   f.metadata_ = spec.metadata;
   if (spec.base_scores.empty()) {
     f.base_.assign(f.num_slots_, 0.0);

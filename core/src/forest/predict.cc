@@ -46,8 +46,9 @@ inline uint32_t PayloadOf(const Node& n) {
 template <typename T, typename Node>
 inline bool CategoryThen(T v, const Node& n, const uint32_t* cat_bits, uint32_t ff) {
   if (v != v) return (ff & kDefaultFirst) != 0;
-  if (!(v >= T(0)) || v > T(16777216)) return false;
-  const auto c = static_cast<uint32_t>(v);
+  const T lowest = (ff & detail::kTruncateCategory) ? T(-1) : T(0);
+  if (!(v >= lowest) || v == T(-1) || v > T(16777216)) return false;
+  const uint32_t c = v < T(0) ? 0u : static_cast<uint32_t>(v);  // (-1, 0) truncates to 0
   const uint32_t off = PayloadOf(n);
   if (c / 32 >= cat_bits[off]) return false;
   return ((cat_bits[off + 1 + c / 32] >> (c % 32)) & 1u) != 0;
@@ -113,7 +114,8 @@ inline void WalkChunk(const Node* nodes, const uint32_t* cat_bits, const T* x, c
 constexpr double kLightGBMZero = static_cast<double>(1e-35f);
 
 template <typename T, typename Src>
-inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst, bool flush_tiny) {
+inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst, bool flush_tiny,
+                        const uint8_t* nan_as_zero) {
   const Src* p = base + r * x.row_stride;
   if (x.col_stride == 1) {
     for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c]);
@@ -126,15 +128,21 @@ inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
       if (std::fabs(v) <= kLightGBMZero) dst[c] = T(0);
     }
   }
+  if (nan_as_zero != nullptr) {
+    for (int64_t c = 0; c < x.cols; ++c) {
+      if (nan_as_zero[c] && dst[c] != dst[c]) dst[c] = T(0);
+    }
+  }
   dst[x.cols] = std::numeric_limits<T>::quiet_NaN();
 }
 
 template <typename T>
-inline void LoadRow(const MatrixView& x, int64_t r, T* dst, bool flush_tiny) {
+inline void LoadRow(const MatrixView& x, int64_t r, T* dst, bool flush_tiny,
+                    const uint8_t* nan_as_zero) {
   if (x.dtype == DType::kFloat32) {
-    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst, flush_tiny);
+    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst, flush_tiny, nan_as_zero);
   } else {
-    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst, flush_tiny);
+    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst, flush_tiny, nan_as_zero);
   }
 }
 
@@ -232,7 +240,8 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   if (s.acc.size() < need_acc) s.acc.resize(need_acc);
   T* xs = rows.data();
   double* acc = s.acc.data();
-  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, flush_tiny_);
+  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, flush_tiny_,
+                                              nan_as_zero_.empty() ? nullptr : nan_as_zero_.data());
   std::fill(acc, acc + nrows * num_slots_, 0.0);
   const Node* n = nodes.data();
   const uint32_t* cats = cat_bits_.data();

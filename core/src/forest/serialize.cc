@@ -152,6 +152,7 @@ class ForestCodec {
     w.Put<uint8_t>(f.flush_tiny_ ? 1 : 0);
     w.Put<double>(f.sigmoid_alpha_);
     w.Put<double>(f.ratio_c_);
+    w.PutVec(f.nan_as_zero_);
     w.PutVec(f.base_);
     w.PutVec(f.slot_scale_);
     w.PutVec(f.nodes_f_);
@@ -224,6 +225,7 @@ class ForestCodec {
     f.average_ = average != 0;
     f.sigmoid_alpha_ = r.Get<double>("sigmoid_alpha");
     f.ratio_c_ = r.Get<double>("ratio_c");
+    f.nan_as_zero_ = r.GetVec<uint8_t>("nan_as_zero");
     f.base_ = r.GetVec<double>("base scores");
     f.slot_scale_ = r.GetVec<double>("slot scale");
     f.nodes_f_ = r.GetVec<detail::NodeF>("nodes");
@@ -251,6 +253,9 @@ void Forest::Validate() const {
     if (c < 1 || c > max_class_) Corrupt("class count " + std::to_string(c));
   }
   if (output_kind_ == OutputKind::kBinaryProba && num_slots_ != 1) Corrupt("binary output shape");
+  if (!nan_as_zero_.empty() && nan_as_zero_.size() != static_cast<size_t>(num_feature_)) {
+    Corrupt("nan_as_zero flags");
+  }
   if (base_.size() != static_cast<size_t>(num_slots_) ||
       slot_scale_.size() != static_cast<size_t>(num_slots_)) {
     Corrupt("base score count");
@@ -288,7 +293,8 @@ void Forest::Validate() const {
         seen[i] = 1;
         const detail::NodeF& node = nodes_f_[i];
         const uint32_t feat = node.feat_flags & detail::kFeatureMask;
-        if ((node.feat_flags & ~(detail::kFeatureMask | detail::kDefaultFirst | detail::kCategorical)) != 0 ||
+        if ((node.feat_flags & ~(detail::kFeatureMask | detail::kDefaultFirst | detail::kCategorical |
+                                 detail::kTruncateCategory)) != 0 ||
             feat > leaf_slot) {
           Corrupt("node " + std::to_string(i) + " flags");
         }
