@@ -33,7 +33,7 @@ def compile_args() -> list[str]:
         args = ["-O3", "-fno-math-errno"]
     if os.environ.get("RTML_NATIVE") == "1":
         args.append("-march=native")
-    return args + ["-Wall", "-Wextra", "-fvisibility=hidden"]
+    return [*args, "-Wall", "-Wextra", "-fvisibility=hidden"]
 
 
 ParallelCompile("RTML_BUILD_JOBS", default=0).install()

@@ -11,7 +11,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rtml's compiled core (private: use the rtml package).";
   // One hierarchy, declared in core/include/rtml/error.h. Translators run in
   // reverse registration order, so the base class is registered first.
-  static py::exception<rtml::Error> base(m, "RtmlError");
+  auto& base = py::register_exception<rtml::Error>(m, "RtmlError");
   base.doc() = "Base class of every error rtml raises.";
   py::register_exception<rtml::InputError>(m, "InputError", base.ptr());
   py::register_exception<rtml::ModelFormatError>(m, "ModelFormatError", base.ptr());

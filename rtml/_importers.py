@@ -9,6 +9,7 @@ silently different score.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -71,8 +72,12 @@ def load_forest(source: Any) -> Forest:
         return _from_path(Path(source))
     mod = _module_of(source)
     if mod == "treelite":
-        return _compile(source, Native(library="treelite", kind="treelite.Model",
-                                       precision=_treelite_precision(source)))
+        return _compile(
+            source,
+            Native(
+                library="treelite", kind="treelite.Model", precision=_treelite_precision(source)
+            ),
+        )
     if mod == "xgboost":
         return _from_xgboost(source)
     if mod == "lightgbm":
@@ -99,9 +104,11 @@ def _from_path(path: Path) -> Forest:
     text = head.lstrip()
     try:
         if text.startswith(b"{") and path.suffix.lower() != ".ubj":
-            return _xgboost_file(treelite.frontend.load_xgboost_model(str(path), format_choice="json"))
+            return _xgboost_json_file(path)
         if path.suffix.lower() == ".ubj" or text.startswith(b"{U") or text.startswith(b"{$"):
-            return _xgboost_file(treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson"))
+            return _xgboost_file(
+                treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson")
+            )
         if text.startswith(b"tree\n") or text.startswith(b"tree\r\n"):
             # treelite's parser first: it rejects damaged files, where LightGBM's
             # own parser can abort the process.
@@ -121,6 +128,23 @@ def _lightgbm_file(path: Path, tl: Any) -> Forest:
 
 def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+
+
+def _xgboost_json_file(path: Path) -> Forest:
+    import treelite
+
+    try:
+        raw = json.loads(path.read_bytes())
+        learner = raw["learner"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelFormatError(f"'{path}' is JSON but not an XGBoost model") from None
+    native = Native(library="xgboost", kind="XGBoost model file")
+    native.feature_names = learner.get("feature_names") or None
+    native.categorical = [i for i, t in enumerate(learner.get("feature_types") or []) if t == "c"]
+    if learner.get("objective", {}).get("name") == "multi:softmax":
+        native.output_kind = "argmax"
+    native.categories = _take_xgboost_category_encoder(raw)
+    return _compile(treelite.frontend.from_xgboost_json(json.dumps(raw)), native)
 
 
 def _xgboost_file(tl: Any) -> Forest:
@@ -164,7 +188,9 @@ def _from_xgboost(source: Any) -> Forest:
         else:
             tl = treelite.frontend.from_xgboost_json(json.dumps(raw))
     except treelite.TreeliteError as e:
-        raise UnsupportedModelError(f"treelite cannot import this XGBoost model: {_first_line(e)}") from None
+        raise UnsupportedModelError(
+            f"treelite cannot import this XGBoost model: {_first_line(e)}"
+        ) from None
     return _compile(tl, native)
 
 
@@ -189,7 +215,7 @@ def _take_xgboost_category_encoder(raw: dict[str, Any]) -> list[list[Any] | None
             out.append(None)
         elif offsets:  # strings: UTF-8 bytes cut at the offsets
             data = bytes(values)
-            out.append([data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])])
+            out.append([data[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets)])
         else:
             out.append(list(values))
     model["cats"] = {"enc": [], "feature_segments": [], "sorted_idx": []}
@@ -212,7 +238,9 @@ def _from_lightgbm(source: Any) -> Forest:
     try:
         tl = treelite.frontend.from_lightgbm(booster)
     except treelite.TreeliteError as e:
-        raise UnsupportedModelError(f"treelite cannot import this LightGBM model: {_first_line(e)}") from None
+        raise UnsupportedModelError(
+            f"treelite cannot import this LightGBM model: {_first_line(e)}"
+        ) from None
     return _compile(tl, native)
 
 
@@ -237,7 +265,7 @@ def _lightgbm_native(model_text: str, kind: str) -> Native:
         elif key == "split_feature":
             feature = value.split()
         elif key == "decision_type":
-            for f, d in zip(feature, value.split()):
+            for f, d in zip(feature, value.split(), strict=False):
                 missing = (int(d) >> 2) & 3  # 0 None, 1 Zero, 2 NaN
                 if missing == 1:
                     raise UnsupportedModelError(

@@ -156,7 +156,7 @@ class Model:
             )
         cols = []
         trained = self._meta.get("categories") or [None] * df.shape[1]
-        for name, categories in zip(df.columns, trained):
+        for name, categories in zip(df.columns, trained, strict=False):
             col = df[name]
             if str(col.dtype) == "category":
                 if categories is not None:  # re-code by value, as the native library does
