@@ -20,7 +20,7 @@
 // threads it starts for large batches (n_threads > 1), which it joins.
 // Cost: about d node visits per tree per row; no allocation on the single-row
 // path after a thread's first call (thread-local scratch is reused).
-// Limits: at most 2^28 features and 2^32 nodes; treelite's "==" operator is
+// Limits: at most 2^27 features and 2^32 nodes; treelite's "==" operator is
 // rejected with UnsupportedModelError.
 #pragma once
 
@@ -126,9 +126,13 @@ struct ForestSpec {
 };
 
 namespace detail {
-// 12 bytes. feat_flags: bits 0..27 feature (num_features = the leaf slot, which
-// holds NaN), bit 29 categorical value truncated before its sign check
-// (LightGBM), bit 30 NaN goes to the "then" child, bit 31 categorical test.
+// 12 bytes. feat_flags: bits 0..27 the slot read in the row buffer, which holds
+// [x_0 .. x_{F-1}, NaN, -x_0 .. -x_{F-1}]: slot F is the leaf slot (a leaf
+// compares NaN and loops to itself), slots above F are negated features, used
+// by nodes whose NaN default is the "then" child (see build.cc). Categorical
+// nodes only: bit 29 value truncated before its sign check (LightGBM), bit 30
+// NaN goes to "then", bit 31 categorical test. A model without categorical
+// nodes has no flag bits set, so its kernel indexes with feat_flags directly.
 // A leaf's threshold bits hold its offset into the leaf value array.
 struct NodeF {
   float threshold;

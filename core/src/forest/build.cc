@@ -29,6 +29,13 @@ float FloatAtMost(double t, bool strict) {
   return f;
 }
 
+// The T' with (-x <= T') == (x > t) for every non-NaN x of t's type.
+template <typename T>
+T NegatedBelow(T t) {
+  if (t == std::numeric_limits<T>::infinity()) return std::numeric_limits<T>::quiet_NaN();  // never
+  return std::nextafter(-t, -std::numeric_limits<T>::infinity());
+}
+
 double DoubleAtMost(double t, bool strict) {
   return strict ? std::nextafter(t, -std::numeric_limits<double>::infinity()) : t;
 }
@@ -152,9 +159,18 @@ struct Compiler {
       }
       f.threshold = FloatAtMost(thr, strict);
       d.threshold = DoubleAtMost(thr, strict);
+      if (default_left == (first == left)) {
+        // NaN must take "then". Ask the mirrored question instead, on the negated
+        // copy of the feature: -x <= T' holds exactly when x > T, and NaN fails
+        // it, so NaN now takes "else", which is the default child. The hot step
+        // is then a single comparison with no NaN test at all.
+        std::swap(first, second);
+        f.threshold = NegatedBelow(f.threshold);
+        d.threshold = NegatedBelow(d.threshold);
+        flags = static_cast<uint32_t>(spec.num_feature + 1 + feat);
+      }
     }
-    const bool nan_then = default_left == (first == left);
-    if (nan_then) flags |= detail::kDefaultFirst;
+    if (tree.node_type[un] == 2 && default_left == (first == left)) flags |= detail::kDefaultFirst;
     f.feat_flags = flags;
     d.feat_flags = flags;
     nodes_f.push_back(f);
@@ -249,8 +265,8 @@ const char* PostprocessorName(Postprocessor p) {
 }
 
 Forest Forest::Build(const ForestSpec& spec) {
-  if (spec.num_feature <= 0 || static_cast<uint32_t>(spec.num_feature) >= detail::kFeatureMask) {
-    throw InputError("num_feature must be in [1, 2^28), got " + std::to_string(spec.num_feature));
+  if (spec.num_feature <= 0 || static_cast<uint32_t>(spec.num_feature) >= detail::kFeatureMask / 2) {
+    throw InputError("num_feature must be in [1, 2^27), got " + std::to_string(spec.num_feature));
   }
   if (spec.num_target < 1 || spec.num_class.size() != static_cast<size_t>(spec.num_target)) {
     throw InputError("num_class must list one class count per target");

@@ -58,15 +58,14 @@ template <bool kCat, typename T, typename Node>
 inline uint32_t Step(const Node* nodes, const uint32_t* cat_bits, const T* x, uint32_t i) {
   const Node& n = nodes[i];
   const uint32_t ff = n.feat_flags;
-  const T v = x[ff & kFeatureMask];
+  const T v = x[kCat ? (ff & kFeatureMask) : ff];
   uint32_t then;
   if (kCat && RTML_UNLIKELY(ff & kCategorical)) {
     then = CategoryThen(v, n, cat_bits, ff) ? 1u : 0u;
   } else {
-    // NaN fails every comparison; it takes the "then" child only when that is
-    // the native library's default direction.
-    then = static_cast<uint32_t>(v <= static_cast<T>(n.threshold)) |
-           (static_cast<uint32_t>(v != v) & ((ff >> 30) & 1u));
+    // NaN fails the comparison and takes "else", which the build made the
+    // default child (see the negated feature slots in build.cc).
+    then = static_cast<uint32_t>(v <= static_cast<T>(n.threshold));
   }
   // Select by mask, not by branch: the comparison is data-dependent and a
   // mispredicted branch costs more than the whole step.
@@ -134,6 +133,7 @@ inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
     }
   }
   dst[x.cols] = std::numeric_limits<T>::quiet_NaN();
+  for (int64_t c = 0; c < x.cols; ++c) dst[x.cols + 1 + c] = -dst[c];
 }
 
 template <typename T>
@@ -231,7 +231,7 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
                           int64_t nrows, double* out, bool raw) const noexcept {
   Scratch& s = tl_scratch;
   std::vector<T>& rows = s.Rows(static_cast<T*>(nullptr));
-  const int64_t stride = x.cols + 1;
+  const int64_t stride = 2 * x.cols + 1;
   // Sizes only grow; after a thread's first block this never allocates. A failed
   // allocation here would terminate (noexcept): it is bounded by kBlockRows rows.
   const size_t need_x = static_cast<size_t>(kBlockRows * stride);

@@ -242,7 +242,7 @@ class ForestCodec {
 };
 
 void Forest::Validate() const {
-  if (num_feature_ <= 0 || static_cast<uint32_t>(num_feature_) >= detail::kFeatureMask) {
+  if (num_feature_ <= 0 || static_cast<uint32_t>(num_feature_) >= detail::kFeatureMask / 2) {
     Corrupt("num_feature " + std::to_string(num_feature_));
   }
   if (num_target_ < 1 || max_class_ < 1 || num_class_.size() != static_cast<size_t>(num_target_) ||
@@ -293,9 +293,12 @@ void Forest::Validate() const {
         seen[i] = 1;
         const detail::NodeF& node = nodes_f_[i];
         const uint32_t feat = node.feat_flags & detail::kFeatureMask;
-        if ((node.feat_flags & ~(detail::kFeatureMask | detail::kDefaultFirst | detail::kCategorical |
-                                 detail::kTruncateCategory)) != 0 ||
-            feat > leaf_slot) {
+        const uint32_t flags = node.feat_flags & ~detail::kFeatureMask;
+        const bool cat = (node.feat_flags & detail::kCategorical) != 0;
+        // Flags only on categorical nodes (the no-category kernel indexes with
+        // feat_flags as it is); categorical nodes read the plain feature slots.
+        if ((flags != 0 && !cat) || (cat && cat_bits_.empty()) ||
+            feat > 2 * leaf_slot || (cat && feat >= leaf_slot)) {
           Corrupt("node " + std::to_string(i) + " flags");
         }
         if (precision_ == Precision::kFloat64) {
