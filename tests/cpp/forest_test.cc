@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../core/src/forest/walk_simd.h"
 #include "check.h"
 #include "rtml/forest.h"
 
@@ -264,6 +265,23 @@ RTML_TEST(ThreadsAndConcurrentCallersAgree) {
   }
   for (auto& th : callers) th.join();
   for (const auto& g : got) CHECK(g == want);
+}
+
+RTML_TEST(VectorKernelMatchesScalarKernelBitForBit) {
+  // Odd row counts exercise the short last group of 16; NaNs the default paths.
+  const Forest f = Forest::Build(RandomForest(7, 9, 37));
+  for (const int64_t rows : {int64_t{8}, int64_t{17}, int64_t{64}, int64_t{1000}, int64_t{1013}}) {
+    const std::vector<float> x = RandomRows(8, rows, 9);
+    const MatrixView v{x.data(), rows, 9, 9, 1, DType::kFloat32};
+    std::vector<double> vec(rows), scalar(rows);
+    CHECK(f.Predict(v, vec.data(), true, 1) == rtml::Status::kOk);
+    rtml::internal::ForceScalarKernel(true);
+    CHECK(f.Predict(v, scalar.data(), true, 1) == rtml::Status::kOk);
+    rtml::internal::ForceScalarKernel(false);
+    CHECK(vec == scalar);
+  }
+  std::printf("  vector kernel available: %s\n",
+              rtml::internal::VectorKernelAvailable() ? "yes" : "no (scalar compared with itself)");
 }
 
 RTML_TEST(BadSpecsAreRejected) {

@@ -206,6 +206,8 @@ class Forest {
   void PredictRange(const std::vector<Node>& nodes, const MatrixView& x, int64_t begin,
                     int64_t end, double* out, bool raw) const noexcept;
   void Finish(double* acc, double* out, bool raw) const noexcept;
+  void WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
+  void Prepare();  // derives vector_ready_ after a build or a load
   void Validate() const;  // bounds of every index; throws ModelFormatError
 
   friend class ForestCodec;
@@ -223,6 +225,7 @@ class Forest {
   bool average_ = false;
   bool flush_tiny_ = false;
   std::vector<uint8_t> nan_as_zero_;  // per feature, or empty
+  bool vector_ready_ = false;         // the AVX-512 kernel may walk this forest
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging
   std::vector<detail::NodeF> nodes_f_;

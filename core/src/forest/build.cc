@@ -368,6 +368,7 @@ Forest Forest::Build(const ForestSpec& spec) {
   }
   for (const Built& b : built) f.trees_.push_back(b.info);
   f.Validate();
+  f.Prepare();
   return f;
 }
 

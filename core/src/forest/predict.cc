@@ -6,9 +6,11 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "rtml/forest.h"
+#include "walk_simd.h"
 
 namespace rtml {
 namespace {
@@ -31,6 +33,8 @@ static_assert(sizeof(detail::NodeD) == 16, "NodeD must stay 16 bytes");
 
 constexpr int64_t kBlockRows = 64;
 constexpr int64_t kMinRowsPerThread = 4096;
+// Below this many rows the scalar kernel's latency beats the vector kernel's.
+constexpr int64_t kVectorMinRows = 8;
 
 // The low 32 bits of a node's threshold field: a leaf's value offset or a
 // categorical node's bitset offset (the build stores them there; little-endian).
@@ -150,6 +154,8 @@ inline double Sigmoid(double alpha, double v) { return 1.0 / (1.0 + std::exp(-al
 
 // Thread-local scratch: grows to the largest block a thread has seen, never shrinks.
 struct Scratch {
+  std::vector<float> xt;       // 16 rows, slot-major (vector kernel)
+  std::vector<double> acc_t;   // their sums, slot-major
   std::vector<float> xf;
   std::vector<double> xd;
   std::vector<double> acc;
@@ -226,6 +232,39 @@ void Forest::Finish(double* acc, double* out, bool raw) const noexcept {
   }
 }
 
+void Forest::WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
+  Scratch& s = tl_scratch;
+  const size_t need_xt = static_cast<size_t>(16 * stride);
+  const size_t need_acc = static_cast<size_t>(16 * num_slots_);
+  if (s.xt.size() < need_xt) s.xt.resize(need_xt);
+  if (s.acc_t.size() < need_acc) s.acc_t.resize(need_acc);
+  float* xt = s.xt.data();
+  double* acc_t = s.acc_t.data();
+  for (int64_t g = 0; g < nrows; g += 16) {
+    const int64_t m = std::min<int64_t>(16, nrows - g);
+    // Transpose 16 rows to slot-major; short groups repeat their last row.
+    for (int64_t lane = 0; lane < 16; ++lane) {
+      const float* row = xs + (g + std::min(lane, m - 1)) * stride;
+      for (int64_t slot = 0; slot < stride; ++slot) xt[slot * 16 + lane] = row[slot];
+    }
+    std::fill(acc_t, acc_t + need_acc, 0.0);
+    for (const Chunk& c : chunks_) {
+      internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+    }
+    for (int64_t lane = 0; lane < m; ++lane) {
+      for (int32_t slot = 0; slot < num_slots_; ++slot) {
+        acc[(g + lane) * num_slots_ + slot] = acc_t[slot * 16 + lane];
+      }
+    }
+  }
+}
+
+void Forest::Prepare() {
+  bool scalar_leaves = true;
+  for (const TreeInfo& t : trees_) scalar_leaves = scalar_leaves && t.leaf_len == 1;
+  vector_ready_ = scalar_leaves && cat_bits_.empty() && nodes_f_.size() < (uint64_t{1} << 31) / 3;
+}
+
 template <typename T, typename Node>
 void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, int64_t row0,
                           int64_t nrows, double* out, bool raw) const noexcept {
@@ -247,6 +286,14 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   const uint32_t* cats = cat_bits_.data();
   const double* leaves = leaf_values_.data();
   const TreeInfo* trees = trees_.data();
+  if constexpr (std::is_same_v<Node, detail::NodeF>) {
+    if (vector_ready_ && nrows >= kVectorMinRows && internal::VectorKernelAvailable()) {
+      WalkVector(xs, stride, nrows, acc);
+      const int32_t cols = num_columns(raw);
+      for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
+      return;
+    }
+  }
   if (cat_bits_.empty()) {
     for (const Chunk& c : chunks_) {
       for (int64_t r = 0; r < nrows; ++r) {

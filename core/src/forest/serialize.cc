@@ -237,6 +237,7 @@ class ForestCodec {
     f.metadata_ = r.GetStr("metadata");
     if (r.left() != 0) Corrupt(std::to_string(r.left()) + " unread payload bytes");
     f.Validate();
+    f.Prepare();
     return f;
   }
 };

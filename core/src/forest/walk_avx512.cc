@@ -1,0 +1,103 @@
+// The AVX-512 walk: 16 rows per vector, up to 8 trees in lock-step, one
+// gather per node field. Compiled for AVX-512F with a target attribute and
+// chosen at run time, so the default build still runs on any x86-64.
+#include "walk_simd.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's AVX-512 headers start gathers from _mm512_undefined_*(), which its
+// own -Wuninitialized flags inside the header.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#define RTML_HAVE_AVX512_KERNEL 1
+#endif
+
+namespace rtml {
+namespace internal {
+
+namespace {
+// 0 = decide from the CPU, 1 = forced off (tests compare both kernels).
+std::atomic<int> g_force_scalar{0};
+
+bool CpuHasAvx512() {
+#ifdef RTML_HAVE_AVX512_KERNEL
+  static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("RTML_SCALAR") == nullptr;
+  return has;
+#else
+  return false;
+#endif
+}
+}  // namespace
+
+void ForceScalarKernel(bool on) { g_force_scalar.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+bool VectorKernelAvailable() {
+  return g_force_scalar.load(std::memory_order_relaxed) == 0 && CpuHasAvx512();
+}
+
+#ifdef RTML_HAVE_AVX512_KERNEL
+
+namespace {
+
+template <int kN>
+__attribute__((target("avx512f"))) inline void Walk(const detail::NodeF* nodes, const float* xt,
+                                                    const detail::TreeInfo* trees, uint32_t depth,
+                                                    const double* leaves, double* acc_t) {
+  const float* thr_base = reinterpret_cast<const float*>(nodes);
+  const int* int_base = reinterpret_cast<const int*>(nodes);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i two = _mm512_set1_epi32(2);
+  __m512i idx[kN];
+  for (int k = 0; k < kN; ++k) idx[k] = _mm512_set1_epi32(static_cast<int>(trees[k].root));
+  for (uint32_t d = 0; d < depth; ++d) {
+    for (int k = 0; k < kN; ++k) {
+      // NodeF is three 4-byte words: threshold, other, feature.
+      const __m512i i3 = _mm512_add_epi32(_mm512_slli_epi32(idx[k], 1), idx[k]);
+      const __m512 thr = _mm512_i32gather_ps(i3, thr_base, 4);
+      const __m512i other = _mm512_i32gather_epi32(_mm512_add_epi32(i3, one), int_base, 4);
+      const __m512i feat = _mm512_i32gather_epi32(_mm512_add_epi32(i3, two), int_base, 4);
+      const __m512 x = _mm512_i32gather_ps(_mm512_add_epi32(_mm512_slli_epi32(feat, 4), lane), xt, 4);
+      // Ordered <=: NaN is false and takes "else" (the default child), as in
+      // the scalar step.
+      const __mmask16 then = _mm512_cmp_ps_mask(x, thr, _CMP_LE_OQ);
+      idx[k] = _mm512_mask_blend_epi32(then, other, _mm512_add_epi32(idx[k], one));
+    }
+  }
+  for (int k = 0; k < kN; ++k) {
+    const __m512i i3 = _mm512_add_epi32(_mm512_slli_epi32(idx[k], 1), idx[k]);
+    const __m512i off = _mm512_i32gather_epi32(i3, int_base, 4);  // a leaf's value offset
+    const __m512d lo = _mm512_i32gather_pd(_mm512_castsi512_si256(off), leaves, 8);
+    const __m512d hi = _mm512_i32gather_pd(_mm512_extracti64x4_epi64(off, 1), leaves, 8);
+    double* a = acc_t + static_cast<size_t>(trees[k].slot_base) * 16;
+    _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), lo));
+    _mm512_storeu_pd(a + 8, _mm512_add_pd(_mm512_loadu_pd(a + 8), hi));
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx512f"))) void WalkChunk16(const detail::NodeF* nodes, const float* xt,
+                                                    const detail::TreeInfo* trees,
+                                                    const detail::Chunk& c, const double* leaves,
+                                                    double* acc_t) noexcept {
+  const detail::TreeInfo* first = trees + c.begin;
+  if (c.end - c.begin == static_cast<uint32_t>(detail::kLanes)) {
+    Walk<detail::kLanes>(nodes, xt, first, c.depth, leaves, acc_t);
+    return;
+  }
+  for (uint32_t k = 0; k < c.end - c.begin; ++k) Walk<1>(nodes, xt, first + k, c.depth, leaves, acc_t);
+}
+
+#else
+
+void WalkChunk16(const detail::NodeF*, const float*, const detail::TreeInfo*, const detail::Chunk&,
+                 const double*, double*) noexcept {}
+
+#endif
+
+}  // namespace internal
+}  // namespace rtml
