@@ -91,7 +91,11 @@ Forest Build(const py::dict& h, const py::list& trees) {
   s.metadata = h["metadata"].cast<std::string>();
   s.flush_tiny_to_zero = h.contains("flush_tiny_to_zero") && h["flush_tiny_to_zero"].cast<bool>();
   s.truncate_categories = h.contains("truncate_categories") && h["truncate_categories"].cast<bool>();
-  if (h.contains("nan_as_zero")) s.nan_as_zero = h["nan_as_zero"].cast<std::vector<uint8_t>>();
+  if (h.contains("feature_rule")) s.feature_rule = h["feature_rule"].cast<std::vector<uint8_t>>();
+  if (h.contains("known_categories")) {
+    s.known_categories = h["known_categories"].cast<std::vector<uint32_t>>();
+  }
+  if (h.contains("reject")) s.reject = h["reject"].cast<uint8_t>();
   s.trees.reserve(trees.size());
   for (const auto& t : trees) s.trees.push_back(TreeFromDict(t.cast<py::dict>()));
   py::gil_scoped_release release;
@@ -150,6 +154,15 @@ MatrixView CheckedView(const Forest& f, py::array& x, py::ssize_t want_ndim) {
   if (v.cols != f.num_features()) {
     throw InputError("X has " + std::to_string(v.cols) + " features, the model expects " +
                      std::to_string(f.num_features()));
+  }
+  int64_t row = 0;
+  int64_t col = 0;
+  if (f.FindRejected(v, &row, &col)) {
+    const bool nan = (f.rejects() & rtml::kRejectNaN) != 0;
+    throw InputError("X[" + std::to_string(row) + ", " + std::to_string(col) + "] is " +
+                     (nan ? "NaN or " : "") + "infinite or beyond float32 range: the native " +
+                     "library refuses such input for this model (expected finite values" +
+                     (nan ? ", no missing values)" : ")"));
   }
   return v;
 }

@@ -56,6 +56,10 @@ class Native:
     categories: list[list[Any] | None] | None = None
     # LightGBM input semantics (see ForestSpec in core/include/rtml/forest.h).
     nan_as_zero: list[int] | None = None
+    # HistGradientBoosting: per categorical feature, the category values seen in
+    # training; any other value reads as missing, as scikit-learn's encoder does.
+    known_categories: dict[int, list[int]] | None = None
+    reject: int = 0  # rtml RejectFlags: 1 NaN, 2 non-finite / beyond float32
     # Factor on raw scores: LightGBM's rf mode averages its trees for predict() but
     # returns their sum for raw_score=True.
     raw_scale: float = 1.0
@@ -304,6 +308,14 @@ def _from_sklearn(est: Any) -> Forest:
         cats = getattr(est, "is_categorical_", None)
         if cats is not None:
             native.categorical = [int(i) for i in np.flatnonzero(cats)]
+            native.known_categories = _hgb_known_categories(est, native.categorical)
+    elif name != "IsolationForest":
+        # Classic scikit-learn trees run check_array: +-inf and values beyond float32
+        # are errors, and so is NaN where the estimator has no missing-value support.
+        # (IsolationForest takes both.)
+        native.reject = 2
+        if name.startswith("GradientBoosting"):
+            native.reject |= 1
     if name == "IsolationForest":
         native.output_kind = "negate"
     try:
@@ -321,6 +333,25 @@ def _from_sklearn(est: Any) -> Forest:
     if name.endswith("Classifier") and post == "sigmoid" and int(n_class[0]) == 1:
         native.output_kind = "binary_proba"
     return _compile(tl, native)
+
+
+def _hgb_known_categories(est: Any, categorical: list[int]) -> dict[int, list[int]]:
+    """The raw category values each categorical feature saw in training."""
+    known = getattr(est, "_preprocessor", None)
+    out: dict[int, list[int]] = {}
+    if known is not None:  # scikit-learn >= 1.4 encodes categories with an OrdinalEncoder
+        encoder = known.named_transformers_["encoder"]
+        for f, cats in zip(categorical, encoder.categories_, strict=True):
+            out[f] = [int(c) for c in cats if np.isfinite(c)]
+    else:
+        for f, cats in zip(categorical, est._bin_mapper.bin_thresholds_, strict=False):
+            out[f] = [int(c) for c in cats]
+    for f, values in out.items():
+        if any(v < 0 or v > 255 for v in values):
+            raise UnsupportedModelError(
+                f"feature {f}: HistGradientBoosting categories outside 0..255 are not supported"
+            )
+    return out
 
 
 # --- treelite -> Forest --------------------------------------------------------------------
@@ -348,8 +379,20 @@ def _compile(tl: Any, native: Native) -> Forest:
         "flush_tiny_to_zero": native.library == "lightgbm",
         "truncate_categories": native.library == "lightgbm",
     }
-    if native.nan_as_zero is not None and any(native.nan_as_zero):
-        header["nan_as_zero"] = native.nan_as_zero
+    rules = [0] * num_feature
+    if native.nan_as_zero is not None:
+        for f, flag in enumerate(native.nan_as_zero[:num_feature]):
+            rules[f] = 1 if flag else 0
+    if native.known_categories:
+        words = np.zeros((num_feature, 8), dtype=np.uint32)
+        for f, values in native.known_categories.items():
+            rules[f] = 2
+            for v in values:
+                words[f, v // 32] |= np.uint32(1 << (v % 32))
+        header["known_categories"] = words.ravel().tolist()
+    if any(rules):
+        header["feature_rule"] = rules
+    header["reject"] = native.reject
     target_id = h.get_field("target_id")
     class_id = h.get_field("class_id")
     names = native.feature_names

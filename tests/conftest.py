@@ -14,20 +14,11 @@ KNOWN_GAPS: dict[str, str] = {
     "test_errors.py::test_unseen_pandas_category": (
         "XGBoost 3 raises on a DataFrame category unseen in training; rtml scores it as missing"
     ),
-    "test_errors.py::test_nonfinite_values_like_native[gb_nan]": (
-        "scikit-learn GradientBoosting rejects NaN; rtml scores it (default direction)"
-    ),
-    "test_errors.py::test_nonfinite_values_like_native[rf_inf]": (
-        "scikit-learn rejects values that overflow float32; rtml scores them as +-inf"
-    ),
     "test_errors.py::test_truncated_native_files": (
         "a LightGBM text file cut inside its trailer is accepted by treelite's parser"
     ),
     "test_parity_lightgbm.py::test_dataframe_category_order_differs": (
         "LightGBM re-codes DataFrame categories by its pandas_categorical list; rtml uses codes"
-    ),
-    "test_parity_sklearn.py::TestSklearnCategorical::test_odd_category_codes": (
-        "HistGradientBoosting maps negative/unseen category codes to missing; rtml does not yet"
     ),
     "test_parity_xgboost.py::test_dataframe_booster_and_file": (
         "XGBoost .ubj files that carry a category encoder are refused by treelite"

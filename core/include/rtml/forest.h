@@ -69,6 +69,18 @@ const char* PostprocessorName(Postprocessor p);
 // float64.
 enum class Precision : uint8_t { kFloat32 = 0, kFloat64 = 1 };
 
+// Per-feature input rules, applied as a row is read.
+enum FeatureRule : uint8_t {
+  kRuleNone = 0,
+  kRuleNaNAsZero = 1,     // LightGBM, missing_type None: NaN reads as 0.0
+  kRuleKnownCategory = 2, // HistGradientBoosting: a value that is not a category
+                          // seen in training reads as NaN (missing)
+};
+enum RejectFlags : uint8_t {
+  kRejectNaN = 1,        // scikit-learn GradientBoosting: NaN is an error
+  kRejectNonFinite = 2,  // scikit-learn: +-inf or beyond float32 range is an error
+};
+
 // How the transformed per-row values become the returned columns, so that rtml
 // returns what the native scoring call returns.
 enum class OutputKind : uint8_t {
@@ -119,8 +131,12 @@ struct ForestSpec {
   // LightGBM casts a categorical value to int before its sign check, so values in
   // (-1, 0) are category 0 (treelite instead treats every negative as no match).
   bool truncate_categories = false;
-  // Per feature (empty = none): NaN is read as 0.0 (LightGBM, missing_type None).
-  std::vector<uint8_t> nan_as_zero;
+  // Per feature (empty = all kNone): how the native library reads the value.
+  std::vector<uint8_t> feature_rule;
+  // kKnownCategory features: 8 words (categories 0..255) per feature, all features.
+  std::vector<uint32_t> known_categories;
+  // Inputs the native library refuses (kRejectNaN | kRejectNonFinite).
+  uint8_t reject = 0;
   std::string metadata;             // opaque to the core (the Python layer's JSON)
   std::vector<TreeSpec> trees;
 };
@@ -192,6 +208,11 @@ class Forest {
   int32_t max_depth() const;
   const std::string& metadata() const { return metadata_; }
 
+  // Inputs the native library refuses: returns true and the first offending
+  // (row, col) when x holds one. Wait-free; O(rows * cols) when rejects() != 0.
+  bool FindRejected(const MatrixView& x, int64_t* row, int64_t* col) const noexcept;
+  uint8_t rejects() const { return reject_; }
+
   // Scores x into out (x.rows * num_columns(raw) doubles, row-major). raw skips
   // the postprocessor and the output kind (margins, as the native raw call).
   // Returns kBadShape when x.cols != num_features(). Wait-free hot path; with
@@ -224,7 +245,9 @@ class Forest {
   OutputKind output_kind_ = OutputKind::kPlain;
   bool average_ = false;
   bool flush_tiny_ = false;
-  std::vector<uint8_t> nan_as_zero_;  // per feature, or empty
+  std::vector<uint8_t> feature_rule_;       // per feature, or empty
+  std::vector<uint32_t> known_categories_;  // 8 words per feature, or empty
+  uint8_t reject_ = 0;
   bool vector_ready_ = false;         // the AVX-512 kernel may walk this forest
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging

@@ -286,12 +286,18 @@ Forest Forest::Build(const ForestSpec& spec) {
   f.output_kind_ = spec.output_kind;
   f.average_ = spec.average_tree_output;
   f.flush_tiny_ = spec.flush_tiny_to_zero;
-  if (!spec.nan_as_zero.empty()) {
-    if (spec.nan_as_zero.size() != static_cast<size_t>(spec.num_feature)) {
-      throw InputError("nan_as_zero must have one flag per feature");
+  if (!spec.feature_rule.empty()) {
+    if (spec.feature_rule.size() != static_cast<size_t>(spec.num_feature)) {
+      throw InputError("feature_rule must have one rule per feature");
     }
-    f.nan_as_zero_ = spec.nan_as_zero;
+    f.feature_rule_ = spec.feature_rule;
   }
+  if (!spec.known_categories.empty() &&
+      spec.known_categories.size() != static_cast<size_t>(spec.num_feature) * 8) {
+    throw InputError("known_categories must have 8 words per feature");
+  }
+  f.known_categories_ = spec.known_categories;
+  f.reject_ = spec.reject;
   f.metadata_ = spec.metadata;
   if (spec.base_scores.empty()) {
     f.base_.assign(f.num_slots_, 0.0);

@@ -116,24 +116,40 @@ inline void WalkChunk(const Node* nodes, const uint32_t* cat_bits, const T* x, c
 // LightGBM's kZeroThreshold: the float 1e-35f, compared in double.
 constexpr double kLightGBMZero = static_cast<double>(1e-35f);
 
+// What LoadRow needs besides the view: the model's input rules.
+struct InputRules {
+  bool flush_tiny;
+  const uint8_t* feature_rule;      // or nullptr
+  const uint32_t* known_categories; // or nullptr
+};
+
 template <typename T, typename Src>
-inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst, bool flush_tiny,
-                        const uint8_t* nan_as_zero) {
+inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
+                        const InputRules& rules) {
   const Src* p = base + r * x.row_stride;
   if (x.col_stride == 1) {
     for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c]);
   } else {
     for (int64_t c = 0; c < x.cols; ++c) dst[c] = static_cast<T>(p[c * x.col_stride]);
   }
-  if (flush_tiny) {
+  if (rules.flush_tiny) {
     for (int64_t c = 0; c < x.cols; ++c) {
       const double v = x.col_stride == 1 ? p[c] : p[c * x.col_stride];
       if (std::fabs(v) <= kLightGBMZero) dst[c] = T(0);
     }
   }
-  if (nan_as_zero != nullptr) {
+  if (rules.feature_rule != nullptr) {
     for (int64_t c = 0; c < x.cols; ++c) {
-      if (nan_as_zero[c] && dst[c] != dst[c]) dst[c] = T(0);
+      const uint8_t rule = rules.feature_rule[c];
+      if (rule == kRuleNaNAsZero) {
+        if (dst[c] != dst[c]) dst[c] = T(0);
+      } else if (rule == kRuleKnownCategory) {
+        const double v = x.col_stride == 1 ? p[c] : p[c * x.col_stride];
+        const uint32_t* bits = rules.known_categories + c * 8;
+        const bool known = v >= 0.0 && v < 256.0 && v == std::floor(v) &&
+                           ((bits[static_cast<uint32_t>(v) / 32] >> (static_cast<uint32_t>(v) % 32)) & 1u);
+        if (!known) dst[c] = std::numeric_limits<T>::quiet_NaN();
+      }
     }
   }
   dst[x.cols] = std::numeric_limits<T>::quiet_NaN();
@@ -141,13 +157,32 @@ inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
 }
 
 template <typename T>
-inline void LoadRow(const MatrixView& x, int64_t r, T* dst, bool flush_tiny,
-                    const uint8_t* nan_as_zero) {
+inline void LoadRow(const MatrixView& x, int64_t r, T* dst, const InputRules& rules) {
   if (x.dtype == DType::kFloat32) {
-    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst, flush_tiny, nan_as_zero);
+    LoadRowFrom(static_cast<const float*>(x.data), x, r, dst, rules);
   } else {
-    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst, flush_tiny, nan_as_zero);
+    LoadRowFrom(static_cast<const double*>(x.data), x, r, dst, rules);
   }
+}
+
+template <typename Src>
+bool FindRejectedIn(const Src* base, const MatrixView& x, uint8_t reject, int64_t* row,
+                    int64_t* col) {
+  constexpr double kFloatMax = static_cast<double>(std::numeric_limits<float>::max());
+  for (int64_t r = 0; r < x.rows; ++r) {
+    const Src* p = base + r * x.row_stride;
+    for (int64_t c = 0; c < x.cols; ++c) {
+      const double v = p[c * x.col_stride];
+      const bool bad = (v != v) ? (reject & kRejectNaN) != 0
+                                : (reject & kRejectNonFinite) != 0 && std::fabs(v) > kFloatMax;
+      if (bad) {
+        *row = r;
+        *col = c;
+        return true;
+      }
+    }
+  }
+  return false;
 }
 
 inline double Sigmoid(double alpha, double v) { return 1.0 / (1.0 + std::exp(-alpha * v)); }
@@ -279,8 +314,9 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   if (s.acc.size() < need_acc) s.acc.resize(need_acc);
   T* xs = rows.data();
   double* acc = s.acc.data();
-  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, flush_tiny_,
-                                              nan_as_zero_.empty() ? nullptr : nan_as_zero_.data());
+  const InputRules rules{flush_tiny_, feature_rule_.empty() ? nullptr : feature_rule_.data(),
+                         known_categories_.empty() ? nullptr : known_categories_.data()};
+  for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, rules);
   std::fill(acc, acc + nrows * num_slots_, 0.0);
   const Node* n = nodes.data();
   const uint32_t* cats = cat_bits_.data();
@@ -317,6 +353,14 @@ void Forest::PredictRange(const std::vector<Node>& nodes, const MatrixView& x, i
   for (int64_t r = begin; r < end; r += kBlockRows) {
     PredictBlock<T, Node>(nodes, x, r, std::min(kBlockRows, end - r), out, raw);
   }
+}
+
+bool Forest::FindRejected(const MatrixView& x, int64_t* row, int64_t* col) const noexcept {
+  if (reject_ == 0 || x.rows <= 0) return false;
+  if (x.dtype == DType::kFloat32) {
+    return FindRejectedIn(static_cast<const float*>(x.data), x, reject_, row, col);
+  }
+  return FindRejectedIn(static_cast<const double*>(x.data), x, reject_, row, col);
 }
 
 Status Forest::Predict(const MatrixView& x, double* out, bool raw, int n_threads) const noexcept {

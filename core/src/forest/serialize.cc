@@ -152,7 +152,9 @@ class ForestCodec {
     w.Put<uint8_t>(f.flush_tiny_ ? 1 : 0);
     w.Put<double>(f.sigmoid_alpha_);
     w.Put<double>(f.ratio_c_);
-    w.PutVec(f.nan_as_zero_);
+    w.PutVec(f.feature_rule_);
+    w.PutVec(f.known_categories_);
+    w.Put<uint8_t>(f.reject_);
     w.PutVec(f.base_);
     w.PutVec(f.slot_scale_);
     w.PutVec(f.nodes_f_);
@@ -225,7 +227,9 @@ class ForestCodec {
     f.average_ = average != 0;
     f.sigmoid_alpha_ = r.Get<double>("sigmoid_alpha");
     f.ratio_c_ = r.Get<double>("ratio_c");
-    f.nan_as_zero_ = r.GetVec<uint8_t>("nan_as_zero");
+    f.feature_rule_ = r.GetVec<uint8_t>("feature rules");
+    f.known_categories_ = r.GetVec<uint32_t>("known categories");
+    f.reject_ = r.Get<uint8_t>("reject flags");
     f.base_ = r.GetVec<double>("base scores");
     f.slot_scale_ = r.GetVec<double>("slot scale");
     f.nodes_f_ = r.GetVec<detail::NodeF>("nodes");
@@ -254,9 +258,19 @@ void Forest::Validate() const {
     if (c < 1 || c > max_class_) Corrupt("class count " + std::to_string(c));
   }
   if (output_kind_ == OutputKind::kBinaryProba && num_slots_ != 1) Corrupt("binary output shape");
-  if (!nan_as_zero_.empty() && nan_as_zero_.size() != static_cast<size_t>(num_feature_)) {
-    Corrupt("nan_as_zero flags");
+  if (!feature_rule_.empty() && feature_rule_.size() != static_cast<size_t>(num_feature_)) {
+    Corrupt("feature rules");
   }
+  bool any_known = false;
+  for (uint8_t rule : feature_rule_) {
+    if (rule > kRuleKnownCategory) Corrupt("feature rule " + std::to_string(rule));
+    any_known = any_known || rule == kRuleKnownCategory;
+  }
+  if (any_known != !known_categories_.empty() ||
+      (any_known && known_categories_.size() != static_cast<size_t>(num_feature_) * 8)) {
+    Corrupt("known categories");
+  }
+  if (reject_ > (kRejectNaN | kRejectNonFinite)) Corrupt("reject flags");
   if (base_.size() != static_cast<size_t>(num_slots_) ||
       slot_scale_.size() != static_cast<size_t>(num_slots_)) {
     Corrupt("base score count");
