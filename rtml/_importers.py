@@ -110,9 +110,7 @@ def _from_path(path: Path) -> Forest:
         if text.startswith(b"{") and path.suffix.lower() != ".ubj":
             return _xgboost_json_file(path)
         if path.suffix.lower() == ".ubj" or text.startswith(b"{U") or text.startswith(b"{$"):
-            return _xgboost_file(
-                treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson")
-            )
+            return _xgboost_ubj_file(path)
         if text.startswith(b"tree\n") or text.startswith(b"tree\r\n"):
             # treelite's parser first: it rejects damaged files, where LightGBM's
             # own parser can abort the process.
@@ -151,6 +149,34 @@ def _xgboost_json_file(path: Path) -> Forest:
     return _compile(treelite.frontend.from_xgboost_json(json.dumps(raw)), native)
 
 
+def _xgboost_ubj_file(path: Path) -> Forest:
+    import treelite
+
+    # treelite's reader vets the file first; XGBoost's own reader (when installed)
+    # then gives the feature names and the category encoder that treelite's
+    # UBJSON loader drops or refuses.
+    try:
+        tl = treelite.frontend.load_xgboost_model(str(path), format_choice="ubjson")
+    except treelite.TreeliteError as e:
+        if "categorical encoder" not in str(e):
+            raise
+        tl = None
+    try:
+        import xgboost
+    except ImportError:
+        if tl is None:
+            raise UnsupportedModelError(
+                f"'{path}' carries XGBoost's category encoder; loading it needs the xgboost "
+                "package (or save the model as .json)"
+            ) from None
+        return _xgboost_file(tl)
+    try:
+        booster = xgboost.Booster(model_file=str(path))
+    except (xgboost.core.XGBoostError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"cannot read XGBoost model '{path}': {_first_line(e)}") from None
+    return _from_xgboost(booster, kind="XGBoost model file")
+
+
 def _xgboost_file(tl: Any) -> Forest:
     native = Native(library="xgboost", kind="XGBoost model file")
     return _compile(tl, native)
@@ -164,7 +190,7 @@ def _treelite_precision(tl: Any) -> str:
 # --- XGBoost -------------------------------------------------------------------------------
 
 
-def _from_xgboost(source: Any) -> Forest:
+def _from_xgboost(source: Any, *, kind: str | None = None) -> Forest:
     import treelite
     import xgboost
 
@@ -174,7 +200,7 @@ def _from_xgboost(source: Any) -> Forest:
     config = json.loads(booster.save_config())
     learner = config["learner"]
     objective = learner["objective"]["name"]
-    native = Native(library="xgboost", kind=type(source).__name__)
+    native = Native(library="xgboost", kind=kind or type(source).__name__)
     native.feature_names = list(booster.feature_names) if booster.feature_names else None
     types = booster.feature_types or []
     native.categorical = [i for i, t in enumerate(types) if t == "c"]
@@ -256,12 +282,15 @@ def _lightgbm_native(model_text: str, kind: str) -> Native:
     nan_as_zero: list[int] = []
     n_trees = 0
     feature: list[str] = []
-    for line in model_text.splitlines():
+    ended = False
+    lines = model_text.splitlines()
+    for line in lines:
         key, eq, value = line.partition("=")
         if not eq:
             if line.strip() == "average_output":
                 header["average_output"] = "1"
             elif line.startswith("end of trees"):
+                ended = True
                 break
             continue
         if key == "Tree":
@@ -284,6 +313,13 @@ def _lightgbm_native(model_text: str, kind: str) -> Native:
                 nan_as_zero = [0] * (int(value) + 1)
             elif key == "feature_names":
                 native.feature_names = value.split()
+    promised = len(header.get("tree_sizes", "").split())
+    if not ended or n_trees != promised:
+        raise ModelFormatError(
+            f"truncated LightGBM model: {n_trees} of {promised} trees"
+            f"{'' if ended else ', no end-of-trees marker'}"
+        )
+    native.categories = _lightgbm_pandas_categories(lines, header.get("feature_infos", ""))
     per_iteration = int(header.get("num_tree_per_iteration", "1"))
     if "average_output" in header:
         # rf mode averages its trees in predict() but sums them for raw_score=True.
@@ -291,6 +327,30 @@ def _lightgbm_native(model_text: str, kind: str) -> Native:
     native.binary = int(header.get("num_class", "1")) == 1
     native.nan_as_zero = nan_as_zero
     return native
+
+
+def _lightgbm_pandas_categories(lines: list[str], feature_infos: str) -> list[Any] | None:
+    """LightGBM re-codes a DataFrame's categories by the lists it stored at training
+    (pandas_categorical, one per categorical column in order); rtml does the same."""
+    for line in reversed(lines):
+        if line.startswith("pandas_categorical:"):
+            stored = json.loads(line.partition(":")[2] or "null")
+            break
+    else:
+        return None
+    if not stored:
+        return None
+    infos = feature_infos.split()
+    cat_features = [f for f, info in enumerate(infos) if info != "none" and not info.startswith("[")]
+    if len(cat_features) != len(stored):
+        raise ModelFormatError(
+            f"LightGBM model lists {len(stored)} pandas category columns but has "
+            f"{len(cat_features)} categorical features"
+        )
+    out: list[Any] = [None] * len(infos)
+    for f, cats in zip(cat_features, stored, strict=True):
+        out[f] = cats
+    return out
 
 
 # --- scikit-learn --------------------------------------------------------------------------

@@ -160,7 +160,14 @@ class Model:
             col = df[name]
             if str(col.dtype) == "category":
                 if categories is not None:  # re-code by value, as the native library does
-                    col = col.cat.set_categories(categories)
+                    recoded = col.cat.set_categories(categories)
+                    unseen = recoded.isna() & col.notna()
+                    if unseen.any() and self._meta.get("library") == "xgboost":
+                        raise InputError(
+                            f"feature '{name}': category {col[unseen].iloc[0]!r} was not seen in "
+                            f"training (XGBoost refuses it); expected one of {categories[:10]}"
+                        )
+                    col = recoded
                 codes = col.cat.codes.to_numpy().astype(np.float64)
                 codes[codes < 0] = np.nan
                 cols.append(codes)

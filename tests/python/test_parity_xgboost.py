@@ -481,7 +481,7 @@ def test_dataframe_booster_and_file(kind: str, tmp_path: Path) -> None:
         native = xgb.Booster(model_file=str(path))
         want = native.predict(xgb.DMatrix(frame, enable_categorical=True))
         model = rtml.Model.load(path)
-        assert model.feature_names == list(COLUMN_NAMES)
+        assert model.feature_names == list(COLUMN_NAMES), f".{ext}: {model.feature_names}"
         assert_parity(model.predict(frame), want, case.rows, what=f"{kind} .{ext}")
 
 
