@@ -50,13 +50,7 @@ Factory = Callable[[int], Runner]
 @dataclasses.dataclass(frozen=True)
 class Engine:
     name: str
-    dists: tuple[str, ...]  # distributions whose versions describe the engine
     setup: Callable[[Trained, Path], Factory]
-    note: str = ""
-
-    def version(self) -> str:
-        found = [(d, importlib_version(d)) for d in self.dists]
-        return ", ".join(f"{d} {v}" for d, v in found if v) or "not installed"
 
 
 def _first(out) -> float:
@@ -262,8 +256,9 @@ def setup_lleaves(trained: Trained, cache: Path) -> Factory:
         raise Unsupported("LightGBM models only")
     import lleaves
 
-    version = importlib_version("lleaves")
-    binpath = cache / f"lleaves-{trained.key}-{version}.bin"
+    # The binary is native code for this host's CPU, built by this llvmlite.
+    versions = f"{importlib_version('lleaves')}-{importlib_version('llvmlite')}"
+    binpath = cache / f"lleaves-{trained.key}-{versions}.bin"
     model = lleaves.Model(model_file=str(trained.path))
     # lleaves writes its cache itself when the file is missing; its default
     # fp64 keeps LightGBM's float64 thresholds exact.
@@ -305,11 +300,11 @@ def setup_daal4py(trained: Trained, cache: Path) -> Factory:
 
 
 ENGINES = (
-    Engine("rtml", ("rtml",), setup_rtml),
-    Engine("native", (), setup_native, note="xgboost inplace_predict / lightgbm Booster.predict"),
-    Engine("treelite GTIL", ("treelite",), setup_gtil),
-    Engine("TL2cgen (gcc -O3)", ("tl2cgen",), setup_tl2cgen),
-    Engine("ONNX Runtime", ("onnxruntime", "onnxmltools"), setup_onnxruntime),
-    Engine("lleaves", ("lleaves", "llvmlite"), setup_lleaves),
-    Engine("daal4py", ("scikit-learn-intelex", "daal4py"), setup_daal4py),
+    Engine("rtml", setup_rtml),
+    Engine("native", setup_native),  # xgboost inplace_predict / lightgbm Booster.predict
+    Engine("treelite GTIL", setup_gtil),
+    Engine("TL2cgen (gcc -O3)", setup_tl2cgen),
+    Engine("ONNX Runtime", setup_onnxruntime),
+    Engine("lleaves", setup_lleaves),
+    Engine("daal4py", setup_daal4py),
 )

@@ -154,6 +154,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the cache from other users
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -341,7 +341,9 @@ def _lightgbm_pandas_categories(lines: list[str], feature_infos: str) -> list[An
     if not stored:
         return None
     infos = feature_infos.split()
-    cat_features = [f for f, info in enumerate(infos) if info != "none" and not info.startswith("[")]
+    cat_features = [
+        f for f, info in enumerate(infos) if info != "none" and not info.startswith("[")
+    ]
     if len(cat_features) != len(stored):
         raise ModelFormatError(
             f"LightGBM model lists {len(stored)} pandas category columns but has "
