@@ -10,7 +10,18 @@
 
 #include "rtml/forest.h"
 
+static int Run(int argc, char** argv);
+
 int main(int argc, char** argv) {
+  try {
+    return Run(argc, argv);
+  } catch (const rtml::Error& e) {
+    std::fprintf(stderr, "forest_bench: %s\n", e.what());
+    return 1;
+  }
+}
+
+static int Run(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: %s MODEL.rtml [rows] [threads] [repeats]\n", argv[0]);
     return 2;

@@ -171,6 +171,17 @@ struct Chunk {
   uint32_t end;
   uint32_t depth;  // steps that bring every tree of the chunk to a leaf
 };
+// A tree re-laid as a complete binary tree of its chunk's depth, level by
+// level (node j of level k at node_off + 2^k - 1 + j; its "then" child is 2j,
+// its "else" child 2j + 1), for the vector kernel: with no child pointers a
+// level's thresholds and features come from register permutes, not gathers.
+// Leaves above the last level continue as pass-through nodes (NaN threshold:
+// always "else") down to their slot among the 2^depth leaf values.
+struct LevelTree {
+  uint32_t node_off;
+  uint32_t leaf_off;
+};
+constexpr uint32_t kMaxLevelDepth = 8;
 constexpr uint32_t kFeatureMask = (1u << 28) - 1;
 constexpr uint32_t kTruncateCategory = 1u << 29;
 constexpr uint32_t kDefaultFirst = 1u << 30;
@@ -228,7 +239,8 @@ class Forest {
                     int64_t end, double* out, bool raw) const noexcept;
   void Finish(double* acc, double* out, bool raw) const noexcept;
   void WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
-  void Prepare();  // derives vector_ready_ after a build or a load
+  void Prepare();      // derives the vector kernels' data after a build or a load
+  void BuildLevels();  // fills the level_* members (levels.cc)
   void Validate() const;  // bounds of every index; throws ModelFormatError
 
   friend class ForestCodec;
@@ -249,6 +261,12 @@ class Forest {
   std::vector<uint32_t> known_categories_;  // 8 words per feature, or empty
   uint8_t reject_ = 0;
   bool vector_ready_ = false;         // the AVX-512 kernel may walk this forest
+  // Derived (not stored in the file): level layout of every tree when every
+  // chunk is at most kMaxLevelDepth deep, else empty.
+  std::vector<float> level_thr_;
+  std::vector<uint32_t> level_feat_;
+  std::vector<double> level_leaf_;
+  std::vector<detail::LevelTree> level_trees_;
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging
   std::vector<detail::NodeF> nodes_f_;

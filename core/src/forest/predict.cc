@@ -283,8 +283,15 @@ void Forest::WalkVector(const float* xs, int64_t stride, int64_t nrows, double* 
       for (int64_t slot = 0; slot < stride; ++slot) xt[slot * 16 + lane] = row[slot];
     }
     std::fill(acc_t, acc_t + need_acc, 0.0);
-    for (const Chunk& c : chunks_) {
-      internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+    if (!level_trees_.empty()) {
+      for (const Chunk& c : chunks_) {
+        internal::WalkLevels16(level_thr_.data(), level_feat_.data(), level_leaf_.data(),
+                               level_trees_.data(), xt, trees_.data(), c, acc_t);
+      }
+    } else {
+      for (const Chunk& c : chunks_) {
+        internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+      }
     }
     for (int64_t lane = 0; lane < m; ++lane) {
       for (int32_t slot = 0; slot < num_slots_; ++slot) {
@@ -298,6 +305,7 @@ void Forest::Prepare() {
   bool scalar_leaves = true;
   for (const TreeInfo& t : trees_) scalar_leaves = scalar_leaves && t.leaf_len == 1;
   vector_ready_ = scalar_leaves && cat_bits_.empty() && nodes_f_.size() < (uint64_t{1} << 31) / 3;
+  BuildLevels();
 }
 
 template <typename T, typename Node>

@@ -92,7 +92,97 @@ __attribute__((target("avx512f"))) void WalkChunk16(const detail::NodeF* nodes, 
   for (uint32_t k = 0; k < c.end - c.begin; ++k) Walk<1>(nodes, xt, first + k, c.depth, leaves, acc_t);
 }
 
+namespace {
+
+// Thresholds and features of node j (per lane) of a level starting at `base`
+// with `width` nodes.
+__attribute__((target("avx512f"))) inline void LevelLookup(const float* thr, const int* feat,
+                                                           uint32_t width, __m512i j, __m512* t,
+                                                           __m512i* f) {
+  if (width <= 16) {
+    *t = _mm512_permutexvar_ps(j, _mm512_loadu_ps(thr));
+    *f = _mm512_permutexvar_epi32(j, _mm512_loadu_si512(feat));
+  } else if (width == 32) {
+    *t = _mm512_permutex2var_ps(_mm512_loadu_ps(thr), j, _mm512_loadu_ps(thr + 16));
+    *f = _mm512_permutex2var_epi32(_mm512_loadu_si512(feat), j, _mm512_loadu_si512(feat + 16));
+  } else {
+    *t = _mm512_i32gather_ps(j, thr, 4);
+    *f = _mm512_i32gather_epi32(j, feat, 4);
+  }
+}
+
+template <int kN>
+__attribute__((target("avx512f"))) inline void WalkLevels(const float* thr, const uint32_t* feat,
+                                                          const double* leaf,
+                                                          const detail::LevelTree* lt,
+                                                          const float* xt,
+                                                          const detail::TreeInfo* trees,
+                                                          uint32_t depth, double* acc_t) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i one = _mm512_set1_epi32(1);
+  const int* ifeat = reinterpret_cast<const int*>(feat);
+  __m512i j[kN];
+  for (int k = 0; k < kN; ++k) {
+    // Level 0: one node for every lane, so its feature is a plain load.
+    const uint32_t root = lt[k].node_off;
+    const __m512 x = _mm512_loadu_ps(xt + static_cast<size_t>(feat[root]) * 16);
+    const __mmask16 then = _mm512_cmp_ps_mask(x, _mm512_set1_ps(thr[root]), _CMP_LE_OQ);
+    j[k] = _mm512_mask_sub_epi32(one, then, one, one);  // then -> 0, else -> 1
+  }
+  for (uint32_t level = 1; level < depth; ++level) {
+    const uint32_t width = 1u << level;
+    for (int k = 0; k < kN; ++k) {
+      const uint32_t base = lt[k].node_off + width - 1;
+      __m512 t;
+      __m512i f;
+      LevelLookup(thr + base, ifeat + base, width, j[k], &t, &f);
+      const __m512 x = _mm512_i32gather_ps(_mm512_add_epi32(_mm512_slli_epi32(f, 4), lane), xt, 4);
+      const __mmask16 then = _mm512_cmp_ps_mask(x, t, _CMP_LE_OQ);
+      const __m512i next = _mm512_add_epi32(_mm512_slli_epi32(j[k], 1), one);  // the "else" child
+      j[k] = _mm512_mask_sub_epi32(next, then, next, one);
+    }
+  }
+  for (int k = 0; k < kN; ++k) {
+    const double* values = leaf + lt[k].leaf_off;
+    const __m512d lo = _mm512_i32gather_pd(_mm512_castsi512_si256(j[k]), values, 8);
+    const __m512d hi = _mm512_i32gather_pd(_mm512_extracti64x4_epi64(j[k], 1), values, 8);
+    double* a = acc_t + static_cast<size_t>(trees[k].slot_base) * 16;
+    _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), lo));
+    _mm512_storeu_pd(a + 8, _mm512_add_pd(_mm512_loadu_pd(a + 8), hi));
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx512f"))) void WalkLevels16(const float* thr, const uint32_t* feat,
+                                                     const double* leaf,
+                                                     const detail::LevelTree* level_trees,
+                                                     const float* xt, const detail::TreeInfo* trees,
+                                                     const detail::Chunk& c, double* acc_t) noexcept {
+  const detail::LevelTree* lt = level_trees + c.begin;
+  const detail::TreeInfo* first = trees + c.begin;
+  if (c.depth == 0) {  // single-leaf trees
+    for (uint32_t k = 0; k < c.end - c.begin; ++k) {
+      double* a = acc_t + static_cast<size_t>(first[k].slot_base) * 16;
+      const __m512d v = _mm512_set1_pd(leaf[lt[k].leaf_off]);
+      _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), v));
+      _mm512_storeu_pd(a + 8, _mm512_add_pd(_mm512_loadu_pd(a + 8), v));
+    }
+    return;
+  }
+  if (c.end - c.begin == static_cast<uint32_t>(detail::kLanes)) {
+    WalkLevels<detail::kLanes>(thr, feat, leaf, lt, xt, first, c.depth, acc_t);
+    return;
+  }
+  for (uint32_t k = 0; k < c.end - c.begin; ++k) {
+    WalkLevels<1>(thr, feat, leaf, lt + k, xt, first + k, c.depth, acc_t);
+  }
+}
+
 #else
+
+void WalkLevels16(const float*, const uint32_t*, const double*, const detail::LevelTree*,
+                  const float*, const detail::TreeInfo*, const detail::Chunk&, double*) noexcept {}
 
 void WalkChunk16(const detail::NodeF*, const float*, const detail::TreeInfo*, const detail::Chunk&,
                  const double*, double*) noexcept {}

@@ -19,6 +19,13 @@ bool VectorKernelAvailable();
 // Test hook: force the scalar kernel on (true) or let the CPU decide (false).
 void ForceScalarKernel(bool on);
 
+// The same on the level layout (detail::LevelTree) of trees at most
+// kMaxLevelDepth deep: levels of up to 32 nodes are read with register
+// permutes, deeper ones with gathers.
+void WalkLevels16(const float* thr, const uint32_t* feat, const double* leaf,
+                  const detail::LevelTree* level_trees, const float* xt,
+                  const detail::TreeInfo* trees, const detail::Chunk& c, double* acc_t) noexcept;
+
 void WalkChunk16(const detail::NodeF* nodes, const float* xt, const detail::TreeInfo* trees,
                  const detail::Chunk& c, const double* leaves, double* acc_t) noexcept;
 

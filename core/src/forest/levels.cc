@@ -1,0 +1,82 @@
+// Derives the level layout (detail::LevelTree) from the depth-first node array.
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "rtml/forest.h"
+
+namespace rtml {
+
+namespace {
+
+struct LevelFill {
+  const std::vector<detail::NodeF>& nodes;
+  const std::vector<double>& leaves;
+  uint32_t leaf_slot;
+  uint32_t depth;
+  float* thr;       // this tree's 2^depth - 1 level nodes
+  uint32_t* feat;
+  double* leaf;     // this tree's 2^depth leaf values
+
+  void Fill(uint32_t i, uint32_t level, uint32_t j) {
+    const detail::NodeF& n = nodes[i];
+    const bool is_leaf = n.feat_flags == leaf_slot;
+    if (level == depth) {
+      uint32_t off;
+      std::memcpy(&off, &n.threshold, sizeof(off));
+      leaf[j] = leaves[off];
+      return;
+    }
+    const uint32_t at = (1u << level) - 1 + j;
+    if (is_leaf) {  // pass-through: NaN fails "<=", so every row goes "else"
+      thr[at] = std::numeric_limits<float>::quiet_NaN();
+      feat[at] = 0;
+      Fill(i, level + 1, 2 * j + 1);
+      return;
+    }
+    thr[at] = n.threshold;
+    feat[at] = n.feat_flags;
+    Fill(i + 1, level + 1, 2 * j);
+    Fill(n.other, level + 1, 2 * j + 1);
+  }
+};
+
+}  // namespace
+
+void Forest::BuildLevels() {
+  level_thr_.clear();
+  level_feat_.clear();
+  level_leaf_.clear();
+  level_trees_.clear();
+  if (!vector_ready_) return;
+  for (const detail::Chunk& c : chunks_) {
+    if (c.depth > detail::kMaxLevelDepth) return;
+  }
+  size_t n_nodes = 0;
+  size_t n_leaves = 0;
+  for (const detail::Chunk& c : chunks_) {
+    n_nodes += (c.end - c.begin) * ((size_t{1} << c.depth) - 1);
+    n_leaves += (c.end - c.begin) * (size_t{1} << c.depth);
+  }
+  // Padding: the kernel loads 16 entries from a level's start even when the
+  // level has fewer nodes.
+  level_thr_.assign(n_nodes + 32, 0.0f);
+  level_feat_.assign(n_nodes + 32, 0u);
+  level_leaf_.assign(n_leaves, 0.0);
+  level_trees_.resize(trees_.size());
+  size_t node_off = 0;
+  size_t leaf_off = 0;
+  for (const detail::Chunk& c : chunks_) {
+    for (uint32_t t = c.begin; t < c.end; ++t) {
+      LevelFill fill{nodes_f_, leaf_values_, static_cast<uint32_t>(num_feature_), c.depth,
+                     level_thr_.data() + node_off, level_feat_.data() + node_off,
+                     level_leaf_.data() + leaf_off};
+      fill.Fill(trees_[t].root, 0, 0);
+      level_trees_[t] = {static_cast<uint32_t>(node_off), static_cast<uint32_t>(leaf_off)};
+      node_off += (size_t{1} << c.depth) - 1;
+      leaf_off += size_t{1} << c.depth;
+    }
+  }
+}
+
+}  // namespace rtml
