@@ -280,6 +280,21 @@ RTML_TEST(VectorKernelMatchesScalarKernelBitForBit) {
     rtml::internal::ForceScalarKernel(false);
     CHECK(vec == scalar);
   }
+  // The float64 kernel, on a model that compares in float64.
+  ForestSpec s = RandomForest(9, 5, 29);
+  s.precision = rtml::Precision::kFloat64;
+  const Forest g = Forest::Build(s);
+  for (const int64_t rows : {int64_t{8}, int64_t{13}, int64_t{1001}}) {
+    const std::vector<float> xf = RandomRows(10, rows, 5);
+    const std::vector<double> x(xf.begin(), xf.end());
+    const MatrixView v{x.data(), rows, 5, 5, 1, DType::kFloat64};
+    std::vector<double> vec(rows), scalar(rows);
+    CHECK(g.Predict(v, vec.data(), true, 1) == rtml::Status::kOk);
+    rtml::internal::ForceScalarKernel(true);
+    CHECK(g.Predict(v, scalar.data(), true, 1) == rtml::Status::kOk);
+    rtml::internal::ForceScalarKernel(false);
+    CHECK(vec == scalar);
+  }
   std::printf("  vector kernel available: %s\n",
               rtml::internal::VectorKernelAvailable() ? "yes" : "no (scalar compared with itself)");
 }

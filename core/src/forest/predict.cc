@@ -191,6 +191,7 @@ inline double Sigmoid(double alpha, double v) { return 1.0 / (1.0 + std::exp(-al
 struct Scratch {
   std::vector<float> xt;       // 16 rows, slot-major (vector kernel)
   std::vector<double> acc_t;   // their sums, slot-major
+  std::vector<double> xtd;     // 8 rows, slot-major (float64 vector kernel)
   std::vector<float> xf;
   std::vector<double> xd;
   std::vector<double> acc;
@@ -267,6 +268,32 @@ void Forest::Finish(double* acc, double* out, bool raw) const noexcept {
   }
 }
 
+void Forest::WalkVector(const double* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
+  Scratch& s = tl_scratch;
+  const size_t need_xt = static_cast<size_t>(8 * stride);
+  const size_t need_acc = static_cast<size_t>(8 * num_slots_);
+  if (s.xtd.size() < need_xt) s.xtd.resize(need_xt);
+  if (s.acc_t.size() < need_acc) s.acc_t.resize(need_acc);
+  double* xt = s.xtd.data();
+  double* acc_t = s.acc_t.data();
+  for (int64_t g = 0; g < nrows; g += 8) {
+    const int64_t m = std::min<int64_t>(8, nrows - g);
+    for (int64_t lane = 0; lane < 8; ++lane) {
+      const double* row = xs + (g + std::min(lane, m - 1)) * stride;
+      for (int64_t slot = 0; slot < stride; ++slot) xt[slot * 8 + lane] = row[slot];
+    }
+    std::fill(acc_t, acc_t + need_acc, 0.0);
+    for (const Chunk& c : chunks_) {
+      internal::WalkChunk8D(nodes_d_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+    }
+    for (int64_t lane = 0; lane < m; ++lane) {
+      for (int32_t slot = 0; slot < num_slots_; ++slot) {
+        acc[(g + lane) * num_slots_ + slot] = acc_t[slot * 8 + lane];
+      }
+    }
+  }
+}
+
 void Forest::WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
   Scratch& s = tl_scratch;
   const size_t need_xt = static_cast<size_t>(16 * stride);
@@ -304,7 +331,7 @@ void Forest::WalkVector(const float* xs, int64_t stride, int64_t nrows, double* 
 void Forest::Prepare() {
   bool scalar_leaves = true;
   for (const TreeInfo& t : trees_) scalar_leaves = scalar_leaves && t.leaf_len == 1;
-  vector_ready_ = scalar_leaves && cat_bits_.empty() && nodes_f_.size() < (uint64_t{1} << 31) / 3;
+  vector_ready_ = scalar_leaves && cat_bits_.empty() && nodes_f_.size() < (uint64_t{1} << 31) / 4;
   BuildLevels();
 }
 
@@ -330,13 +357,11 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   const uint32_t* cats = cat_bits_.data();
   const double* leaves = leaf_values_.data();
   const TreeInfo* trees = trees_.data();
-  if constexpr (std::is_same_v<Node, detail::NodeF>) {
-    if (vector_ready_ && nrows >= kVectorMinRows && internal::VectorKernelAvailable()) {
-      WalkVector(xs, stride, nrows, acc);
-      const int32_t cols = num_columns(raw);
-      for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
-      return;
-    }
+  if (vector_ready_ && nrows >= kVectorMinRows && internal::VectorKernelAvailable()) {
+    WalkVector(xs, stride, nrows, acc);
+    const int32_t cols = num_columns(raw);
+    for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
+    return;
   }
   if (cat_bits_.empty()) {
     for (const Chunk& c : chunks_) {

@@ -24,7 +24,8 @@ std::atomic<int> g_force_scalar{0};
 
 bool CpuHasAvx512() {
 #ifdef RTML_HAVE_AVX512_KERNEL
-  static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("RTML_SCALAR") == nullptr;
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          std::getenv("RTML_SCALAR") == nullptr;
   return has;
 #else
   return false;
@@ -54,6 +55,7 @@ __attribute__((target("avx512f"))) inline void Walk(const detail::NodeF* nodes, 
   __m512i idx[kN];
   for (int k = 0; k < kN; ++k) idx[k] = _mm512_set1_epi32(static_cast<int>(trees[k].root));
   for (uint32_t d = 0; d < depth; ++d) {
+    __mmask16 moved = 0;
     for (int k = 0; k < kN; ++k) {
       // NodeF is three 4-byte words: threshold, other, feature.
       const __m512i i3 = _mm512_add_epi32(_mm512_slli_epi32(idx[k], 1), idx[k]);
@@ -64,8 +66,13 @@ __attribute__((target("avx512f"))) inline void Walk(const detail::NodeF* nodes, 
       // Ordered <=: NaN is false and takes "else" (the default child), as in
       // the scalar step.
       const __mmask16 then = _mm512_cmp_ps_mask(x, thr, _CMP_LE_OQ);
-      idx[k] = _mm512_mask_blend_epi32(then, other, _mm512_add_epi32(idx[k], one));
+      const __m512i next = _mm512_mask_blend_epi32(then, other, _mm512_add_epi32(idx[k], one));
+      moved |= _mm512_cmpneq_epi32_mask(next, idx[k]);
+      idx[k] = next;
     }
+    // Leaves loop to themselves: once no lane moves, every lane is at a leaf
+    // (unbalanced trees, as LightGBM grows them, stop well before the chunk depth).
+    if (moved == 0) break;
   }
   for (int k = 0; k < kN; ++k) {
     const __m512i i3 = _mm512_add_epi32(_mm512_slli_epi32(idx[k], 1), idx[k]);
@@ -179,7 +186,68 @@ __attribute__((target("avx512f"))) void WalkLevels16(const float* thr, const uin
   }
 }
 
+namespace {
+
+template <int kN>
+__attribute__((target("avx512f,avx512vl"))) inline void WalkD(const detail::NodeD* nodes, const double* xt,
+                                                     const detail::TreeInfo* trees, uint32_t depth,
+                                                     const double* leaves, double* acc_t) {
+  const double* thr_base = reinterpret_cast<const double*>(nodes);
+  const int* int_base = reinterpret_cast<const int*>(nodes);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i one = _mm256_set1_epi32(1);
+  __m256i idx[kN];
+  for (int k = 0; k < kN; ++k) idx[k] = _mm256_set1_epi32(static_cast<int>(trees[k].root));
+  for (uint32_t d = 0; d < depth; ++d) {
+    __mmask8 moved = 0;
+    for (int k = 0; k < kN; ++k) {
+      // NodeD is two 8-byte words: threshold, then (other, feature).
+      const __m256i i2 = _mm256_slli_epi32(idx[k], 1);
+      const __m256i i4 = _mm256_slli_epi32(idx[k], 2);
+      const __m512d thr = _mm512_i32gather_pd(i2, thr_base, 8);
+      const __m256i other = _mm256_mmask_i32gather_epi32(
+          _mm256_setzero_si256(), 0xFF, _mm256_add_epi32(i4, _mm256_set1_epi32(2)), int_base, 4);
+      const __m256i feat = _mm256_mmask_i32gather_epi32(
+          _mm256_setzero_si256(), 0xFF, _mm256_add_epi32(i4, _mm256_set1_epi32(3)), int_base, 4);
+      const __m512d x = _mm512_i32gather_pd(_mm256_add_epi32(_mm256_slli_epi32(feat, 3), lane), xt, 8);
+      const __mmask8 then = _mm512_cmp_pd_mask(x, thr, _CMP_LE_OQ);
+      const __m256i next = _mm256_mask_blend_epi32(then, other, _mm256_add_epi32(idx[k], one));
+      moved |= _mm256_cmpneq_epi32_mask(next, idx[k]);
+      idx[k] = next;
+    }
+    if (moved == 0) break;  // every lane is at a leaf
+  }
+  for (int k = 0; k < kN; ++k) {
+    const __m256i i2 = _mm256_slli_epi32(idx[k], 1);
+    // A leaf's value offset: the low word of its threshold field.
+    const __m256i off = _mm256_mmask_i32gather_epi32(_mm256_setzero_si256(), 0xFF, _mm256_slli_epi32(i2, 1),
+                                                     int_base, 4);
+    const __m512d v = _mm512_i32gather_pd(off, leaves, 8);
+    double* a = acc_t + static_cast<size_t>(trees[k].slot_base) * 8;
+    _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), v));
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx512f,avx512vl"))) void WalkChunk8D(const detail::NodeD* nodes,
+                                                             const double* xt,
+                                                             const detail::TreeInfo* trees,
+                                                             const detail::Chunk& c,
+                                                             const double* leaves,
+                                                             double* acc_t) noexcept {
+  const detail::TreeInfo* first = trees + c.begin;
+  if (c.end - c.begin == static_cast<uint32_t>(detail::kLanes)) {
+    WalkD<detail::kLanes>(nodes, xt, first, c.depth, leaves, acc_t);
+    return;
+  }
+  for (uint32_t k = 0; k < c.end - c.begin; ++k) WalkD<1>(nodes, xt, first + k, c.depth, leaves, acc_t);
+}
+
 #else
+
+void WalkChunk8D(const detail::NodeD*, const double*, const detail::TreeInfo*, const detail::Chunk&,
+                 const double*, double*) noexcept {}
 
 void WalkLevels16(const float*, const uint32_t*, const double*, const detail::LevelTree*,
                   const float*, const detail::TreeInfo*, const detail::Chunk&, double*) noexcept {}

@@ -26,6 +26,10 @@ void WalkLevels16(const float* thr, const uint32_t* feat, const double* leaf,
                   const detail::LevelTree* level_trees, const float* xt,
                   const detail::TreeInfo* trees, const detail::Chunk& c, double* acc_t) noexcept;
 
+// Float64 twin for 8 rows (xt[slot * 8 + lane]), on NodeD.
+void WalkChunk8D(const detail::NodeD* nodes, const double* xt, const detail::TreeInfo* trees,
+                 const detail::Chunk& c, const double* leaves, double* acc_t) noexcept;
+
 void WalkChunk16(const detail::NodeF* nodes, const float* xt, const detail::TreeInfo* trees,
                  const detail::Chunk& c, const double* leaves, double* acc_t) noexcept;
 
