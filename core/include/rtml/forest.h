@@ -238,8 +238,8 @@ class Forest {
   void PredictRange(const std::vector<Node>& nodes, const MatrixView& x, int64_t begin,
                     int64_t end, double* out, bool raw) const noexcept;
   void Finish(double* acc, double* out, bool raw) const noexcept;
-  void WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
-  void WalkVector(const double* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
+  template <typename T>
+  void WalkVector(const T* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
   void Prepare();      // derives the vector kernels' data after a build or a load
   void BuildLevels();  // fills the level_* members (levels.cc)
   void Validate() const;  // bounds of every index; throws ModelFormatError

@@ -189,9 +189,11 @@ inline double Sigmoid(double alpha, double v) { return 1.0 / (1.0 + std::exp(-al
 
 // Thread-local scratch: grows to the largest block a thread has seen, never shrinks.
 struct Scratch {
-  std::vector<float> xt;       // 16 rows, slot-major (vector kernel)
-  std::vector<double> acc_t;   // their sums, slot-major
+  std::vector<float> xt;       // 16 rows, slot-major (vector kernels)
   std::vector<double> xtd;     // 8 rows, slot-major (float64 vector kernel)
+  std::vector<double> acc_t;   // their sums, slot-major
+  std::vector<float>& Transposed(float*) { return xt; }
+  std::vector<double>& Transposed(double*) { return xtd; }
   std::vector<float> xf;
   std::vector<double> xd;
   std::vector<double> acc;
@@ -268,61 +270,38 @@ void Forest::Finish(double* acc, double* out, bool raw) const noexcept {
   }
 }
 
-void Forest::WalkVector(const double* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
+template <typename T>
+void Forest::WalkVector(const T* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
+  constexpr int64_t kW = 64 / sizeof(T);  // rows per vector: 16 floats or 8 doubles
   Scratch& s = tl_scratch;
-  const size_t need_xt = static_cast<size_t>(8 * stride);
-  const size_t need_acc = static_cast<size_t>(8 * num_slots_);
-  if (s.xtd.size() < need_xt) s.xtd.resize(need_xt);
+  std::vector<T>& xt_buf = s.Transposed(static_cast<T*>(nullptr));
+  const size_t need_xt = static_cast<size_t>(kW * stride);
+  const size_t need_acc = static_cast<size_t>(kW * num_slots_);
+  if (xt_buf.size() < need_xt) xt_buf.resize(need_xt);
   if (s.acc_t.size() < need_acc) s.acc_t.resize(need_acc);
-  double* xt = s.xtd.data();
+  T* xt = xt_buf.data();
   double* acc_t = s.acc_t.data();
-  for (int64_t g = 0; g < nrows; g += 8) {
-    const int64_t m = std::min<int64_t>(8, nrows - g);
-    for (int64_t lane = 0; lane < 8; ++lane) {
-      const double* row = xs + (g + std::min(lane, m - 1)) * stride;
-      for (int64_t slot = 0; slot < stride; ++slot) xt[slot * 8 + lane] = row[slot];
+  for (int64_t g = 0; g < nrows; g += kW) {
+    const int64_t m = std::min<int64_t>(kW, nrows - g);
+    // Transpose kW rows to slot-major; a short group repeats its last row.
+    for (int64_t lane = 0; lane < kW; ++lane) {
+      const T* row = xs + (g + std::min(lane, m - 1)) * stride;
+      for (int64_t slot = 0; slot < stride; ++slot) xt[slot * kW + lane] = row[slot];
     }
     std::fill(acc_t, acc_t + need_acc, 0.0);
     for (const Chunk& c : chunks_) {
-      internal::WalkChunk8D(nodes_d_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
-    }
-    for (int64_t lane = 0; lane < m; ++lane) {
-      for (int32_t slot = 0; slot < num_slots_; ++slot) {
-        acc[(g + lane) * num_slots_ + slot] = acc_t[slot * 8 + lane];
-      }
-    }
-  }
-}
-
-void Forest::WalkVector(const float* xs, int64_t stride, int64_t nrows, double* acc) const noexcept {
-  Scratch& s = tl_scratch;
-  const size_t need_xt = static_cast<size_t>(16 * stride);
-  const size_t need_acc = static_cast<size_t>(16 * num_slots_);
-  if (s.xt.size() < need_xt) s.xt.resize(need_xt);
-  if (s.acc_t.size() < need_acc) s.acc_t.resize(need_acc);
-  float* xt = s.xt.data();
-  double* acc_t = s.acc_t.data();
-  for (int64_t g = 0; g < nrows; g += 16) {
-    const int64_t m = std::min<int64_t>(16, nrows - g);
-    // Transpose 16 rows to slot-major; short groups repeat their last row.
-    for (int64_t lane = 0; lane < 16; ++lane) {
-      const float* row = xs + (g + std::min(lane, m - 1)) * stride;
-      for (int64_t slot = 0; slot < stride; ++slot) xt[slot * 16 + lane] = row[slot];
-    }
-    std::fill(acc_t, acc_t + need_acc, 0.0);
-    if (!level_trees_.empty()) {
-      for (const Chunk& c : chunks_) {
+      if constexpr (std::is_same_v<T, double>) {
+        internal::WalkChunk8D(nodes_d_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+      } else if (!level_trees_.empty()) {
         internal::WalkLevels16(level_thr_.data(), level_feat_.data(), level_leaf_.data(),
                                level_trees_.data(), xt, trees_.data(), c, acc_t);
-      }
-    } else {
-      for (const Chunk& c : chunks_) {
+      } else {
         internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
       }
     }
     for (int64_t lane = 0; lane < m; ++lane) {
       for (int32_t slot = 0; slot < num_slots_; ++slot) {
-        acc[(g + lane) * num_slots_ + slot] = acc_t[slot * 16 + lane];
+        acc[(g + lane) * num_slots_ + slot] = acc_t[slot * kW + lane];
       }
     }
   }
@@ -358,7 +337,7 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
   const double* leaves = leaf_values_.data();
   const TreeInfo* trees = trees_.data();
   if (vector_ready_ && nrows >= kVectorMinRows && internal::VectorKernelAvailable()) {
-    WalkVector(xs, stride, nrows, acc);
+    WalkVector<T>(xs, stride, nrows, acc);
     const int32_t cols = num_columns(raw);
     for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
     return;
