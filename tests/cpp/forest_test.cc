@@ -197,6 +197,44 @@ ForestSpec RandomForest(uint32_t seed, int32_t nf, int n_trees) {
   return s;
 }
 
+// Unbalanced random trees up to max_depth deep (beyond the level layout's 8),
+// spread over num_class outputs: the gather kernel's path, with early exit.
+ForestSpec RandomDeepForest(uint32_t seed, int32_t nf, int n_trees, int max_depth, int32_t num_class) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  ForestSpec s;
+  s.num_feature = nf;
+  s.num_class = {num_class};
+  s.base_scores.assign(static_cast<size_t>(num_class), 0.5);
+  for (int i = 0; i < n_trees; ++i) {
+    TreeSpec t;
+    t.class_id = i % num_class;
+    // Grow breadth-first: node j splits with probability 0.8 until max_depth.
+    std::vector<int> depth_of{0};
+    for (size_t j = 0; j < depth_of.size(); ++j) {
+      const bool split = depth_of[j] < max_depth && (j == 0 || u(rng) < 0.8);
+      t.node_type.push_back(split ? 1 : 0);
+      t.feature.push_back(split ? static_cast<int32_t>(rng() % nf) : -1);
+      t.threshold.push_back(u(rng));
+      t.cmp.push_back(static_cast<int8_t>(CompareOp::kLT) + static_cast<int8_t>(rng() % 4));
+      t.default_left.push_back(static_cast<uint8_t>(rng() % 2));
+      t.category_list_right_child.push_back(0);
+      t.leaf_value.push_back(u(rng) - 0.5);
+      if (split) {
+        t.left.push_back(static_cast<int32_t>(depth_of.size()));
+        depth_of.push_back(depth_of[j] + 1);
+        t.right.push_back(static_cast<int32_t>(depth_of.size()));
+        depth_of.push_back(depth_of[j] + 1);
+      } else {
+        t.left.push_back(-1);
+        t.right.push_back(-1);
+      }
+    }
+    s.trees.push_back(t);
+  }
+  return s;
+}
+
 std::vector<float> RandomRows(uint32_t seed, int64_t rows, int32_t nf) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> u(0.0f, 1.0f);
@@ -279,6 +317,20 @@ RTML_TEST(VectorKernelMatchesScalarKernelBitForBit) {
     CHECK(f.Predict(v, scalar.data(), true, 1) == rtml::Status::kOk);
     rtml::internal::ForceScalarKernel(false);
     CHECK(vec == scalar);
+  }
+  // Deep, unbalanced trees (gather kernel, early exit), one and three outputs.
+  for (const int32_t classes : {1, 3}) {
+    const Forest d = Forest::Build(RandomDeepForest(11, 7, 45, 14, classes));
+    for (const int64_t rows : {int64_t{8}, int64_t{40}, int64_t{64}, int64_t{1000}}) {
+      const std::vector<float> x = RandomRows(12, rows, 7);
+      const MatrixView v{x.data(), rows, 7, 7, 1, DType::kFloat32};
+      std::vector<double> vec(rows * classes), scalar(rows * classes);
+      CHECK(d.Predict(v, vec.data(), true, 1) == rtml::Status::kOk);
+      rtml::internal::ForceScalarKernel(true);
+      CHECK(d.Predict(v, scalar.data(), true, 1) == rtml::Status::kOk);
+      rtml::internal::ForceScalarKernel(false);
+      CHECK(vec == scalar);
+    }
   }
   // The float64 kernel, on a model that compares in float64.
   ForestSpec s = RandomForest(9, 5, 29);
