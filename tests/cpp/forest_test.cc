@@ -308,7 +308,7 @@ RTML_TEST(ThreadsAndConcurrentCallersAgree) {
 RTML_TEST(VectorKernelMatchesScalarKernelBitForBit) {
   // Odd row counts exercise the short last group of 16; NaNs the default paths.
   const Forest f = Forest::Build(RandomForest(7, 9, 37));
-  for (const int64_t rows : {int64_t{8}, int64_t{17}, int64_t{64}, int64_t{1000}, int64_t{1013}}) {
+  for (const int64_t rows : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{17}, int64_t{64}, int64_t{1013}}) {
     const std::vector<float> x = RandomRows(8, rows, 9);
     const MatrixView v{x.data(), rows, 9, 9, 1, DType::kFloat32};
     std::vector<double> vec(rows), scalar(rows);
@@ -321,7 +321,7 @@ RTML_TEST(VectorKernelMatchesScalarKernelBitForBit) {
   // Deep, unbalanced trees (gather kernel, early exit), one and three outputs.
   for (const int32_t classes : {1, 3}) {
     const Forest d = Forest::Build(RandomDeepForest(11, 7, 45, 14, classes));
-    for (const int64_t rows : {int64_t{8}, int64_t{40}, int64_t{64}, int64_t{1000}}) {
+    for (const int64_t rows : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{40}, int64_t{1000}}) {
       const std::vector<float> x = RandomRows(12, rows, 7);
       const MatrixView v{x.data(), rows, 7, 7, 1, DType::kFloat32};
       std::vector<double> vec(rows * classes), scalar(rows * classes);
