@@ -68,9 +68,7 @@ class Result:
     setup_s: float = 0.0
     p50_us: float | None = None
     p99_us: float | None = None
-    calls: int = 0
     rows_per_s: dict[int, float] = dataclasses.field(default_factory=dict)
-    repeats: dict[int, int] = dataclasses.field(default_factory=dict)
     max_diff: float = 0.0
     notes: list[str] = dataclasses.field(default_factory=list)
 
@@ -205,7 +203,6 @@ def run_engine(
                 )
                 result.p50_us = float(np.percentile(times, 50)) / 1e3
                 result.p99_us = float(np.percentile(times, 99)) / 1e3
-                result.calls = times.size
                 if times.size < cfg.latency_calls:
                     result.notes.append(f"latency: {times.size:,} calls (time cap)")
             out, rate, reps, warm_only = time_batch(
@@ -213,7 +210,6 @@ def run_engine(
             )
             result.max_diff = max(result.max_diff, _diff(out, ref, result, "batch"))
             result.rows_per_s[n_threads] = rate
-            result.repeats[n_threads] = reps
             if warm_only:
                 result.notes.append(f"{n_threads} thr: timed by its warm-up call (time cap)")
             elif reps < cfg.batch_repeats:
@@ -366,13 +362,13 @@ def render(
         "",
         f"Command: `{command}`",
         "",
-        *machine_lines(),
+        *machine,
         version_line(),
         f"- Data: synthetic HIGGS-like, 28 float32 features; models trained on "
         f"{cfg.train_rows:,} rows (seed {TRAIN_SEED}), evaluated on a "
         f"{cfg.batch_rows:,}-row batch (seed {EVAL_SEED}).",
         f"- Single-row latency: {cfg.latency_calls:,} calls (or {cfg.latency_budget_s:g} s) "
-        f"per engine on 1 thread, each timed on its own with time.perf_counter_ns, "
+        f"per engine, set to 1 thread, each timed on its own with time.perf_counter_ns, "
         f"cycling through {ROW_POOL} distinct rows, GC paused. Nothing is subtracted: "
         f"the timer's own cost (~{overhead:.0f} ns) is included. rtml gets a 1-D row and "
         f"returns a float; the peers get a (1, 28) array through their fastest public "
@@ -426,7 +422,13 @@ def parse_args(argv: list[str] | None) -> tuple[Config, str | None]:
     args = p.parse_args(argv)
     n_cpu = os.cpu_count() or 1
     threads = tuple(sorted({1, n_cpu}))
-    engines = tuple(s.strip() for s in args.engines.split(",")) if args.engines else None
+    engines = None
+    if args.engines:
+        engines = tuple(s.strip() for s in args.engines.split(","))
+        known = {e.name for e in ENGINES}
+        unknown = [e for e in engines if e not in known]
+        if unknown:
+            p.error(f"unknown engine(s) {unknown}; choose from {sorted(known)}")
     if args.quick:
         cfg = Config(True, 10_000, 10_000, 2_000, 0.5, 3, 1.0, 0.1, threads, engines)
     else:
@@ -478,7 +480,17 @@ def main(argv: list[str] | None = None) -> int:
     if out_path:
         with open(out_path, "w") as f:
             f.write(report)
-    return 0
+    # A peer may be missing; rtml may not: its failure, or a wrong answer from it,
+    # fails the run.
+    bad = [
+        (trained.spec.name, r.error or f"max abs diff {r.max_diff:.1e}")
+        for trained, results in sections
+        for r in results
+        if r.engine == "rtml" and (r.error or r.max_diff > 1e-5)
+    ]
+    for name, why in bad:
+        log(f"error: rtml failed on {name}: {why}")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
