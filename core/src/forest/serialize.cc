@@ -9,6 +9,7 @@
 //   offset 24 u64      checksum of the payload (Hash64 below)
 //   offset 32 payload  the Forest's fields in declaration order; arrays are a
 //                      u64 element count followed by the elements' bytes.
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -281,11 +282,22 @@ void Forest::Validate() const {
   }
   if (trees_.empty() || n == 0) Corrupt("no trees");
   const auto leaf_slot = static_cast<uint32_t>(num_feature_);
-  // Each node is reached from exactly one root within its chunk's depth, and
-  // every index a walk can produce is in range.
-  std::vector<uint8_t> seen(n, 0);
+  // Trees occupy contiguous ranges of the node array, laid out depth-first:
+  // [root, next root). One forward pass checks every index a walk can produce:
+  // children lie ahead of their parent inside the tree's range, every node but
+  // the root has exactly one parent (so each range is one tree), and every leaf
+  // is within its chunk's depth.
+  std::vector<uint32_t> roots;
+  roots.reserve(trees_.size());
+  for (const detail::TreeInfo& info : trees_) roots.push_back(info.root);
+  std::sort(roots.begin(), roots.end());
+  if (roots.empty() || roots[0] != 0 || std::adjacent_find(roots.begin(), roots.end()) != roots.end() ||
+      roots.back() >= n) {
+    Corrupt("tree roots");
+  }
+  std::vector<uint32_t> depth(n, 0);
+  std::vector<uint8_t> parents(n, 0);
   uint32_t expect_begin = 0;
-  std::vector<std::pair<uint32_t, uint32_t>> stack;
   for (const detail::Chunk& c : chunks_) {
     if (c.begin != expect_begin || c.end <= c.begin || c.end > trees_.size() ||
         c.end - c.begin > static_cast<uint32_t>(detail::kLanes)) {
@@ -294,55 +306,52 @@ void Forest::Validate() const {
     expect_begin = c.end;
     for (uint32_t t = c.begin; t < c.end; ++t) {
       const detail::TreeInfo& info = trees_[t];
-      if (info.leaf_len < 1 || info.root >= n ||
+      if (info.leaf_len < 1 ||
           static_cast<uint64_t>(info.slot_base) +
                   static_cast<uint64_t>(info.leaf_len - 1) * info.slot_stride >=
               static_cast<uint64_t>(num_slots_)) {
         Corrupt("tree " + std::to_string(t));
       }
-      stack.assign(1, {info.root, 0});
-      while (!stack.empty()) {
-        const auto [i, depth] = stack.back();
-        stack.pop_back();
-        if (seen[i]) Corrupt("node " + std::to_string(i) + " shared between paths");
-        seen[i] = 1;
+      const auto next_root = std::upper_bound(roots.begin(), roots.end(), info.root);
+      const uint32_t end = next_root == roots.end() ? static_cast<uint32_t>(n) : *next_root;
+      for (uint32_t i = info.root; i < end; ++i) {
+        if (i != info.root && parents[i] != 1) Corrupt("node " + std::to_string(i) + " parents");
         const detail::NodeF& node = nodes_f_[i];
         const uint32_t feat = node.feat_flags & detail::kFeatureMask;
         const uint32_t flags = node.feat_flags & ~detail::kFeatureMask;
         const bool cat = (node.feat_flags & detail::kCategorical) != 0;
         // Flags only on categorical nodes (the no-category kernel indexes with
         // feat_flags as it is); categorical nodes read the plain feature slots.
-        if ((flags != 0 && !cat) || (cat && cat_bits_.empty()) ||
-            feat > 2 * leaf_slot || (cat && feat >= leaf_slot)) {
+        if ((flags != 0 && !cat) || (cat && cat_bits_.empty()) || feat > 2 * leaf_slot ||
+            (cat && feat >= leaf_slot)) {
           Corrupt("node " + std::to_string(i) + " flags");
         }
         if (precision_ == Precision::kFloat64) {
           const detail::NodeD& d = nodes_d_[i];
           if (d.other != node.other || d.feat_flags != node.feat_flags ||
-              ((feat == leaf_slot || (node.feat_flags & detail::kCategorical)) &&
-               Payload(d) != Payload(node))) {
+              ((feat == leaf_slot || cat) && Payload(d) != Payload(node))) {
             Corrupt("float64 node " + std::to_string(i) + " differs from its float32 twin");
           }
         }
         if (feat == leaf_slot) {
-          if (node.other != i || (node.feat_flags & ~detail::kFeatureMask) != 0 || depth > c.depth ||
+          if (node.other != i || flags != 0 || depth[i] > c.depth ||
               static_cast<uint64_t>(Payload(node)) + info.leaf_len > leaf_values_.size()) {
             Corrupt("leaf " + std::to_string(i));
           }
           continue;
         }
-        if (node.other >= n || i + 1 >= n || node.other == i + 1) {
+        if (i + 1 >= end || node.other <= i + 1 || node.other >= end || ++parents[i + 1] > 1 ||
+            ++parents[node.other] > 1) {
           Corrupt("node " + std::to_string(i) + " children");
         }
-        if (node.feat_flags & detail::kCategorical) {
+        depth[i + 1] = depth[node.other] = depth[i] + 1;
+        if (cat) {
           const uint32_t off = Payload(node);
           if (off >= cat_bits_.size() ||
               static_cast<uint64_t>(off) + 1 + cat_bits_[off] > cat_bits_.size()) {
             Corrupt("category set of node " + std::to_string(i));
           }
         }
-        stack.push_back({node.other, depth + 1});
-        stack.push_back({i + 1, depth + 1});
       }
     }
   }
@@ -358,10 +367,16 @@ Forest Forest::Load(const std::string& path) {
   if (!fp) {
     throw ModelFormatError("cannot open '" + path + "': " + std::strerror(errno));
   }
+  // One read of the whole file: its size first, then the bytes.
   std::string bytes;
+  if (std::fseek(fp.get(), 0, SEEK_END) == 0) {
+    const long size = std::ftell(fp.get());
+    if (size > 0 && std::fseek(fp.get(), 0, SEEK_SET) == 0) bytes.resize(static_cast<size_t>(size));
+  }
+  size_t got = bytes.empty() ? 0 : std::fread(bytes.data(), 1, bytes.size(), fp.get());
+  bytes.resize(got);
   char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof(buf), fp.get())) > 0) bytes.append(buf, got);
+  while ((got = std::fread(buf, 1, sizeof(buf), fp.get())) > 0) bytes.append(buf, got);  // grew meanwhile
   if (std::ferror(fp.get())) throw ModelFormatError("cannot read '" + path + "'");
   return FromBytes(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
 }
