@@ -182,6 +182,16 @@ struct LevelTree {
   uint32_t leaf_off;
 };
 constexpr uint32_t kMaxLevelDepth = 8;
+// The first kTopLevels levels of a deep tree as 16-entry tables, breadth-first
+// (node j's children are 2j + 1 and 2j + 2; a leaf above the last level passes
+// rows on with a NaN threshold), and, for the 16 positions below them, the
+// depth-first node index the walk continues from.
+constexpr uint32_t kTopLevels = 4;
+struct TopLevels {
+  float threshold[16];
+  uint32_t feature[16];
+  uint32_t next[16];
+};
 constexpr uint32_t kFeatureMask = (1u << 28) - 1;
 constexpr uint32_t kTruncateCategory = 1u << 29;
 constexpr uint32_t kDefaultFirst = 1u << 30;
@@ -268,6 +278,7 @@ class Forest {
   std::vector<uint32_t> level_feat_;
   std::vector<double> level_leaf_;
   std::vector<detail::LevelTree> level_trees_;
+  std::vector<detail::TopLevels> top_levels_;  // deep forests on the vector path, or empty
   std::vector<double> base_;        // per slot
   std::vector<double> slot_scale_;  // per slot: 1 / trees adding to it when averaging
   std::vector<detail::NodeF> nodes_f_;

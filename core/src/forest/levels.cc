@@ -41,6 +41,26 @@ struct LevelFill {
   }
 };
 
+// Fills the top-level tables of the tree whose depth-first node is i.
+void FillTop(const std::vector<detail::NodeF>& nodes, uint32_t leaf_slot, uint32_t i, uint32_t at,
+             detail::TopLevels* top) {
+  if (at >= 15) {  // below the tables: where the depth-first walk continues
+    top->next[at - 15] = i;
+    return;
+  }
+  const detail::NodeF& n = nodes[i];
+  if (n.feat_flags == leaf_slot) {  // pass rows on ("else") and stay on the leaf
+    top->threshold[at] = std::numeric_limits<float>::quiet_NaN();
+    top->feature[at] = 0;
+    FillTop(nodes, leaf_slot, i, 2 * at + 2, top);
+    return;
+  }
+  top->threshold[at] = n.threshold;
+  top->feature[at] = n.feat_flags;
+  FillTop(nodes, leaf_slot, i + 1, 2 * at + 1, top);
+  FillTop(nodes, leaf_slot, n.other, 2 * at + 2, top);
+}
+
 }  // namespace
 
 void Forest::BuildLevels() {
@@ -48,9 +68,18 @@ void Forest::BuildLevels() {
   level_feat_.clear();
   level_leaf_.clear();
   level_trees_.clear();
+  top_levels_.clear();
   if (!vector_ready_) return;
   for (const detail::Chunk& c : chunks_) {
-    if (c.depth > detail::kMaxLevelDepth) return;
+    if (c.depth > detail::kMaxLevelDepth) {
+      // Too deep for the level layout: tables for the first levels only.
+      top_levels_.resize(trees_.size());
+      for (size_t t = 0; t < trees_.size(); ++t) {
+        top_levels_[t] = detail::TopLevels{};
+        FillTop(nodes_f_, static_cast<uint32_t>(num_feature_), trees_[t].root, 0, &top_levels_[t]);
+      }
+      return;
+    }
   }
   size_t n_nodes = 0;
   size_t n_leaves = 0;

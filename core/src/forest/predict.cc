@@ -296,7 +296,8 @@ void Forest::WalkVector(const T* xs, int64_t stride, int64_t nrows, double* acc)
         internal::WalkLevels16(level_thr_.data(), level_feat_.data(), level_leaf_.data(),
                                level_trees_.data(), xt, trees_.data(), c, acc_t);
       } else {
-        internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t);
+        internal::WalkChunk16(nodes_f_.data(), xt, trees_.data(), c, leaf_values_.data(), acc_t,
+                              top_levels_.empty() ? nullptr : top_levels_.data());
       }
     }
     for (int64_t lane = 0; lane < m; ++lane) {

@@ -46,15 +46,40 @@ namespace {
 template <int kN>
 __attribute__((target("avx512f"))) inline void Walk(const detail::NodeF* nodes, const float* xt,
                                                     const detail::TreeInfo* trees, uint32_t depth,
-                                                    const double* leaves, double* acc_t) {
+                                                    const double* leaves, double* acc_t,
+                                                    const detail::TopLevels* tops) {
   const float* thr_base = reinterpret_cast<const float*>(nodes);
   const int* int_base = reinterpret_cast<const int*>(nodes);
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const __m512i one = _mm512_set1_epi32(1);
   const __m512i two = _mm512_set1_epi32(2);
   __m512i idx[kN];
-  for (int k = 0; k < kN; ++k) idx[k] = _mm512_set1_epi32(static_cast<int>(trees[k].root));
-  for (uint32_t d = 0; d < depth; ++d) {
+  uint32_t d = 0;
+  if (tops != nullptr && depth >= detail::kTopLevels) {
+    // The first levels, where every row passes, from register tables (one
+    // gather per level, for x) instead of four gathers per level.
+    for (int k = 0; k < kN; ++k) {
+      const __m512 thr_tab = _mm512_loadu_ps(tops[k].threshold);
+      const __m512i feat_tab = _mm512_loadu_si512(tops[k].feature);
+      __m512i j = _mm512_setzero_si512();  // node index within the top levels
+      for (uint32_t level = 0; level < detail::kTopLevels; ++level) {
+        const __m512 t = _mm512_permutexvar_ps(j, thr_tab);
+        const __m512i f = _mm512_permutexvar_epi32(j, feat_tab);
+        const __m512 x = _mm512_i32gather_ps(_mm512_add_epi32(_mm512_slli_epi32(f, 4), lane), xt, 4);
+        const __mmask16 then = _mm512_cmp_ps_mask(x, t, _CMP_LE_OQ);
+        // Children of top node j are 2j + 1 ("then") and 2j + 2 ("else").
+        const __m512i next = _mm512_add_epi32(_mm512_slli_epi32(j, 1), two);
+        j = _mm512_mask_sub_epi32(next, then, next, one);
+      }
+      // j is now 15..30: the depth-first node each lane continues from.
+      idx[k] = _mm512_permutexvar_epi32(_mm512_sub_epi32(j, _mm512_set1_epi32(15)),
+                                        _mm512_loadu_si512(tops[k].next));
+    }
+    d = detail::kTopLevels;
+  } else {
+    for (int k = 0; k < kN; ++k) idx[k] = _mm512_set1_epi32(static_cast<int>(trees[k].root));
+  }
+  for (; d < depth; ++d) {
     __mmask16 moved = 0;
     for (int k = 0; k < kN; ++k) {
       // NodeF is three 4-byte words: threshold, other, feature.
@@ -90,13 +115,17 @@ __attribute__((target("avx512f"))) inline void Walk(const detail::NodeF* nodes, 
 __attribute__((target("avx512f"))) void WalkChunk16(const detail::NodeF* nodes, const float* xt,
                                                     const detail::TreeInfo* trees,
                                                     const detail::Chunk& c, const double* leaves,
-                                                    double* acc_t) noexcept {
+                                                    double* acc_t,
+                                                    const detail::TopLevels* tops) noexcept {
   const detail::TreeInfo* first = trees + c.begin;
+  const detail::TopLevels* top = tops == nullptr ? nullptr : tops + c.begin;
   if (c.end - c.begin == static_cast<uint32_t>(detail::kLanes)) {
-    Walk<detail::kLanes>(nodes, xt, first, c.depth, leaves, acc_t);
+    Walk<detail::kLanes>(nodes, xt, first, c.depth, leaves, acc_t, top);
     return;
   }
-  for (uint32_t k = 0; k < c.end - c.begin; ++k) Walk<1>(nodes, xt, first + k, c.depth, leaves, acc_t);
+  for (uint32_t k = 0; k < c.end - c.begin; ++k) {
+    Walk<1>(nodes, xt, first + k, c.depth, leaves, acc_t, top == nullptr ? nullptr : top + k);
+  }
 }
 
 namespace {
@@ -253,7 +282,7 @@ void WalkLevels16(const float*, const uint32_t*, const double*, const detail::Le
                   const float*, const detail::TreeInfo*, const detail::Chunk&, double*) noexcept {}
 
 void WalkChunk16(const detail::NodeF*, const float*, const detail::TreeInfo*, const detail::Chunk&,
-                 const double*, double*) noexcept {}
+                 const double*, double*, const detail::TopLevels*) noexcept {}
 
 #endif
 

@@ -30,8 +30,11 @@ void WalkLevels16(const float* thr, const uint32_t* feat, const double* leaf,
 void WalkChunk8D(const detail::NodeD* nodes, const double* xt, const detail::TreeInfo* trees,
                  const detail::Chunk& c, const double* leaves, double* acc_t) noexcept;
 
+// tops (or nullptr): per tree in evaluation order, its first kTopLevels levels
+// as register tables (detail::TopLevels).
 void WalkChunk16(const detail::NodeF* nodes, const float* xt, const detail::TreeInfo* trees,
-                 const detail::Chunk& c, const double* leaves, double* acc_t) noexcept;
+                 const detail::Chunk& c, const double* leaves, double* acc_t,
+                 const detail::TopLevels* tops) noexcept;
 
 }  // namespace internal
 }  // namespace rtml
