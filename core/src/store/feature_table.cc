@@ -1,0 +1,340 @@
+// rtml::FeatureTable (see rtml/feature_table.h for the contract).
+#include "rtml/feature_table.h"
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+namespace rtml {
+
+namespace {
+
+// TSan does not model stand-alone fences (GCC says so with -Wtsan). Under TSan
+// the seqlock's data words use sequentially consistent accesses instead, which
+// give the same ordering; elsewhere relaxed accesses plus the two fences.
+#if defined(__SANITIZE_THREAD__)
+constexpr std::memory_order kInLock = std::memory_order_seq_cst;
+inline void FenceAfterLock() {}
+inline void FenceBeforeRecheck() {}
+#else
+constexpr std::memory_order kInLock = std::memory_order_relaxed;
+inline void FenceAfterLock() { std::atomic_thread_fence(std::memory_order_release); }
+inline void FenceBeforeRecheck() { std::atomic_thread_fence(std::memory_order_acquire); }
+#endif
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
+  x ^= x >> 30;
+  x *= 0xBF58476D1CE4E5B9ULL;
+  x ^= x >> 27;
+  x *= 0x94D049BB133111EBULL;
+  x ^= x >> 31;
+  return x;
+}
+
+inline uint64_t Bits(double v) {
+  uint64_t b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b;
+}
+
+inline double FromBits(uint64_t b) {
+  double v;
+  std::memcpy(&v, &b, sizeof(v));
+  return v;
+}
+
+}  // namespace
+
+FeatureTable::FeatureTable(const TableSchema& schema) : schema_(schema) {
+  if (schema.num_fields < 1 || schema.num_fields > 65536) {
+    throw InputError("a table needs 1 to 65536 fields, got " + std::to_string(schema.num_fields));
+  }
+  if (schema.capacity < 1 || schema.capacity > (uint64_t{1} << 32)) {
+    throw InputError("capacity must be in [1, 2^32], got " + std::to_string(schema.capacity));
+  }
+  if (schema.key_kind == KeyKind::kString) {
+    if (schema.max_key_bytes < 1 || schema.max_key_bytes > 4096) {
+      throw InputError("max_key_bytes must be in [1, 4096], got " +
+                       std::to_string(schema.max_key_bytes));
+    }
+    key_words_ = 1 + (schema.max_key_bytes + 7) / 8;
+  }
+  if (schema.ttl_ns < 0) throw InputError("ttl must be >= 0");
+  record_words_ = kKeyWord + key_words_ + schema.num_fields;
+  uint64_t slots = 16;
+  while (slots < 2 * schema.capacity) slots <<= 1;  // at most half full
+  mask_ = slots - 1;
+  words_.reset(new std::atomic<uint64_t>[slots * record_words_]());
+  stripes_.reset(new std::atomic<uint32_t>[kStripes]());
+}
+
+uint64_t FeatureTable::Hash(const Key& key) const noexcept {
+  if (!key.is_string) return Mix64(static_cast<uint64_t>(key.i) + 0x9E3779B97F4A7C15ULL);
+  uint64_t h = 0xCBF29CE484222325ULL ^ key.s.size();
+  for (unsigned char c : key.s) h = (h ^ c) * 0x100000001B3ULL;
+  return Mix64(h);
+}
+
+TableStatus FeatureTable::CheckKey(const Key& key) const noexcept {
+  if (key.is_string != (schema_.key_kind == KeyKind::kString)) return TableStatus::kBadKeyKind;
+  if (key.is_string && key.s.size() > schema_.max_key_bytes) return TableStatus::kKeyTooLong;
+  return TableStatus::kOk;
+}
+
+bool FeatureTable::KeyEquals(const std::atomic<uint64_t>* rec, const Key& key) const noexcept {
+  const std::atomic<uint64_t>* k = rec + kKeyWord;
+  if (!key.is_string) return k[0].load(kInLock) == static_cast<uint64_t>(key.i);
+  if (k[0].load(kInLock) != key.s.size()) return false;
+  for (size_t off = 0; off < key.s.size(); off += 8) {
+    uint64_t want = 0;
+    std::memcpy(&want, key.s.data() + off, std::min<size_t>(8, key.s.size() - off));
+    if (k[1 + off / 8].load(kInLock) != want) return false;
+  }
+  return true;
+}
+
+void FeatureTable::StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept {
+  std::atomic<uint64_t>* k = rec + kKeyWord;
+  if (!key.is_string) {
+    k[0].store(static_cast<uint64_t>(key.i), kInLock);
+    return;
+  }
+  k[0].store(key.s.size(), kInLock);
+  for (uint64_t w = 0; w + 1 < key_words_; ++w) {
+    uint64_t word = 0;
+    const size_t off = w * 8;
+    if (off < key.s.size()) std::memcpy(&word, key.s.data() + off, std::min<size_t>(8, key.s.size() - off));
+    k[1 + w].store(word, kInLock);
+  }
+}
+
+uint64_t FeatureTable::Lock(std::atomic<uint64_t>* rec) const noexcept {
+  for (;;) {
+    uint64_t s = rec[kSeqWord].load(std::memory_order_relaxed);
+    // Acquire pairs with the release store that ended the previous writer's
+    // hold, so its stores are visible to this writer.
+    if (!(s & 1) && rec[kSeqWord].compare_exchange_weak(s, s + 1, std::memory_order_acquire,
+                                                        std::memory_order_relaxed)) {
+      // Orders the odd seq before this writer's data stores, for readers.
+      FenceAfterLock();
+      return s + 1;
+    }
+    CpuRelax();
+  }
+}
+
+void FeatureTable::LockStripe(uint64_t h) noexcept {
+  std::atomic<uint32_t>& s = stripes_[(h >> 2) % kStripes];
+  uint32_t expected = 0;
+  // Acquire pairs with UnlockStripe's release.
+  while (!s.compare_exchange_weak(expected, 1, std::memory_order_acquire, std::memory_order_relaxed)) {
+    expected = 0;
+    CpuRelax();
+  }
+}
+
+void FeatureTable::UnlockStripe(uint64_t h) noexcept {
+  stripes_[(h >> 2) % kStripes].store(0, std::memory_order_release);
+}
+
+bool FeatureTable::Read(uint64_t slot, const Key* key, double* values, int64_t* event_ns,
+                        std::string* key_out, int64_t* int_key_out) const noexcept {
+  const std::atomic<uint64_t>* rec = Record(slot);
+  const std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
+  for (;;) {
+    // Acquire pairs with the release store that ends a writer's hold.
+    const uint64_t s1 = rec[kSeqWord].load(std::memory_order_acquire);
+    if (s1 & 1) {
+      CpuRelax();
+      continue;
+    }
+    const uint64_t meta = rec[kMetaWord].load(kInLock);
+    const bool hit = (meta & 3) == kLive && (key == nullptr || KeyEquals(rec, *key));
+    if (hit) {
+      *event_ns = static_cast<int64_t>(rec[kEventWord].load(kInLock));
+      for (uint32_t f = 0; f < schema_.num_fields; ++f) {
+        values[f] = FromBits(vals[f].load(kInLock));
+      }
+      if (int_key_out != nullptr) {
+        *int_key_out = static_cast<int64_t>(rec[kKeyWord].load(kInLock));
+      }
+      if (key_out != nullptr && schema_.key_kind == KeyKind::kString) {
+        const uint64_t len = std::min<uint64_t>(rec[kKeyWord].load(kInLock),
+                                                schema_.max_key_bytes);
+        key_out->resize(len);
+        for (uint64_t off = 0; off < len; off += 8) {
+          const uint64_t w = rec[kKeyWord + 1 + off / 8].load(kInLock);
+          std::memcpy(&(*key_out)[off], &w, std::min<uint64_t>(8, len - off));
+        }
+      }
+    }
+    // Orders the copies above before the second seq read (seqlock reader).
+    FenceBeforeRecheck();
+    if (rec[kSeqWord].load(std::memory_order_relaxed) == s1) return hit;
+  }
+}
+
+TableStatus FeatureTable::Get(const Key& key, int64_t now_ns, double* values,
+                              int64_t* event_ns) const noexcept {
+  const TableStatus check = CheckKey(key);
+  if (check != TableStatus::kOk) return check;
+  const uint64_t h = Hash(key);
+  const uint64_t tag = h & ~uint64_t{3};
+  for (uint64_t i = 0; i <= mask_; ++i) {
+    const uint64_t slot = (h + i) & mask_;
+    // Acquire pairs with the release that made the slot's key visible.
+    const uint64_t meta = Record(slot)[kMetaWord].load(std::memory_order_acquire);
+    if ((meta & 3) == kEmpty) break;
+    if ((meta & ~uint64_t{3}) != tag || (meta & 3) != kLive) continue;
+    if (Read(slot, &key, values, event_ns, nullptr, nullptr)) {
+      return Expired(*event_ns, now_ns) ? TableStatus::kNotFound : TableStatus::kOk;
+    }
+  }
+  return TableStatus::kNotFound;
+}
+
+TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t event_ns) noexcept {
+  const TableStatus check = CheckKey(key);
+  if (check != TableStatus::kOk) return check;
+  const uint64_t h = Hash(key);
+  const uint64_t tag = h & ~uint64_t{3};
+  // Writers of one key share a stripe: the scan for the key and the claim of a
+  // free slot cannot interleave with another insert of the same key.
+  LockStripe(h);
+  TableStatus result = TableStatus::kFull;
+  for (bool done = false; !done;) {
+    int64_t free_slot = -1;
+    uint64_t free_meta = 0;
+    bool found = false;
+    for (uint64_t i = 0; i <= mask_ && !found; ++i) {
+      const uint64_t slot = (h + i) & mask_;
+      std::atomic<uint64_t>* rec = Record(slot);
+      const uint64_t meta = rec[kMetaWord].load(std::memory_order_acquire);
+      const uint64_t state = meta & 3;
+      if (state == kEmpty) {
+        if (free_slot < 0) {
+          free_slot = static_cast<int64_t>(slot);
+          free_meta = meta;
+        }
+        break;
+      }
+      if (state == kClaimed) continue;  // another key's insert (same-key writers hold our stripe)
+      if ((meta & ~uint64_t{3}) == tag) {
+        const uint64_t s = Lock(rec);
+        const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
+        const uint64_t st2 = m2 & 3;
+        if ((m2 & ~uint64_t{3}) == tag && (st2 == kLive || st2 == kDeleted) && KeyEquals(rec, key)) {
+          found = true;
+          const bool was_live = st2 == kLive;
+          if (was_live && static_cast<int64_t>(rec[kEventWord].load(std::memory_order_relaxed)) > event_ns) {
+            result = TableStatus::kStale;
+          } else if (!was_live && live_.load(std::memory_order_relaxed) >= schema_.capacity) {
+            result = TableStatus::kFull;
+          } else {
+            std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
+            for (uint32_t f = 0; f < schema_.num_fields; ++f) {
+              vals[f].store(Bits(values[f]), kInLock);
+            }
+            rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+            rec[kMetaWord].store(tag | kLive, std::memory_order_release);
+            if (!was_live) live_.fetch_add(1, std::memory_order_relaxed);
+            result = TableStatus::kOk;
+          }
+        } else if (st2 == kDeleted && free_slot < 0) {
+          free_slot = static_cast<int64_t>(slot);
+          free_meta = m2;
+        }
+        // Release pairs with readers' acquire of seq and the next writer's Lock.
+        rec[kSeqWord].store(s + 1, std::memory_order_release);
+        continue;
+      }
+      if (state == kDeleted && free_slot < 0) {
+        free_slot = static_cast<int64_t>(slot);
+        free_meta = meta;
+      }
+    }
+    if (found) break;
+    if (free_slot < 0 || live_.load(std::memory_order_relaxed) >= schema_.capacity) {
+      result = TableStatus::kFull;
+      break;
+    }
+    std::atomic<uint64_t>* rec = Record(static_cast<uint64_t>(free_slot));
+    // Claim the free slot; another key's writer may take it first: scan again.
+    if (!rec[kMetaWord].compare_exchange_strong(free_meta, tag | kClaimed, std::memory_order_acq_rel,
+                                                std::memory_order_relaxed)) {
+      continue;
+    }
+    const uint64_t s = Lock(rec);
+    StoreKey(rec, key);
+    std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
+    for (uint32_t f = 0; f < schema_.num_fields; ++f) {
+      vals[f].store(Bits(values[f]), kInLock);
+    }
+    rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+    // Release: a writer or reader that sees kLive (acquire) sees the key.
+    rec[kMetaWord].store(tag | kLive, std::memory_order_release);
+    rec[kSeqWord].store(s + 1, std::memory_order_release);
+    live_.fetch_add(1, std::memory_order_relaxed);
+    result = TableStatus::kOk;
+    done = true;
+  }
+  UnlockStripe(h);
+  return result;
+}
+
+TableStatus FeatureTable::Erase(const Key& key) noexcept {
+  const TableStatus check = CheckKey(key);
+  if (check != TableStatus::kOk) return check;
+  const uint64_t h = Hash(key);
+  const uint64_t tag = h & ~uint64_t{3};
+  LockStripe(h);
+  TableStatus result = TableStatus::kNotFound;
+  for (uint64_t i = 0; i <= mask_; ++i) {
+    const uint64_t slot = (h + i) & mask_;
+    std::atomic<uint64_t>* rec = Record(slot);
+    const uint64_t meta = rec[kMetaWord].load(std::memory_order_acquire);
+    if ((meta & 3) == kEmpty) break;
+    if ((meta & ~uint64_t{3}) != tag || (meta & 3) != kLive) continue;
+    const uint64_t s = Lock(rec);
+    const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
+    const bool hit = m2 == (tag | kLive) && KeyEquals(rec, key);
+    if (hit) {
+      rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
+      live_.fetch_sub(1, std::memory_order_relaxed);
+      result = TableStatus::kOk;
+    }
+    rec[kSeqWord].store(s + 1, std::memory_order_release);
+    if (hit) break;
+  }
+  UnlockStripe(h);
+  return result;
+}
+
+uint64_t FeatureTable::Sweep(int64_t now_ns) noexcept {
+  if (schema_.ttl_ns <= 0) return 0;
+  uint64_t removed = 0;
+  for (uint64_t slot = 0; slot <= mask_; ++slot) {
+    std::atomic<uint64_t>* rec = Record(slot);
+    if ((rec[kMetaWord].load(std::memory_order_acquire) & 3) != kLive) continue;
+    const uint64_t s = Lock(rec);
+    const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
+    if ((m2 & 3) == kLive &&
+        Expired(static_cast<int64_t>(rec[kEventWord].load(std::memory_order_relaxed)), now_ns)) {
+      rec[kMetaWord].store((m2 & ~uint64_t{3}) | kDeleted, std::memory_order_release);
+      live_.fetch_sub(1, std::memory_order_relaxed);
+      ++removed;
+    }
+    rec[kSeqWord].store(s + 1, std::memory_order_release);
+  }
+  return removed;
+}
+
+}  // namespace rtml
