@@ -17,4 +17,5 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<rtml::ModelFormatError>(m, "ModelFormatError", base.ptr());
   py::register_exception<rtml::UnsupportedModelError>(m, "UnsupportedModelError", base.ptr());
   rtml_bindings::BindForest(m);
+  rtml_bindings::BindFeatureTable(m);
 }

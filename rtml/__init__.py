@@ -9,14 +9,18 @@ True
 
 from rtml._core import InputError, ModelFormatError, RtmlError, UnsupportedModelError
 from rtml.model import Model
+from rtml.store import Batch, FeatureStore, Table
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
+    "FeatureStore",
     "InputError",
     "Model",
     "ModelFormatError",
     "RtmlError",
+    "Table",
     "UnsupportedModelError",
     "__version__",
 ]
