@@ -8,6 +8,7 @@ time, so duplicated or out-of-order events are harmless; expired records read as
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,6 +58,10 @@ def to_ns(t: Any, *, what: str = "time") -> int:
     """
     if t is None:
         return time.time_ns()
+    if type(t) is float or type(t) is int:  # the common case, without numpy
+        if not math.isfinite(t):
+            raise InputError(f"{what} {t!r}: expected a finite number of seconds since the epoch")
+        return round(t * 1e9)
     if isinstance(t, _dt.datetime):
         if t.tzinfo is None:
             raise InputError(f"{what} {t!r}: a naive datetime is ambiguous; give it a tzinfo")
@@ -148,6 +153,9 @@ class Table:
         self.capacity = capacity
         self.max_future_seconds = parse_duration(max_future, what="max_future")
         self._ints = [i for i, d in enumerate(self.fields.values()) if d.startswith("int")]
+        self._f32 = [i for i, d in enumerate(self.fields.values()) if d == "float32"]
+        # get() builds its dict with these; float32 fields are stored already rounded.
+        self._convs = [int if d.startswith("int") else float for d in self.fields.values()]
         self._core = _CoreTable(
             "str" if key is str else "int",
             len(self.fields),
@@ -189,7 +197,7 @@ class Table:
 
     def delete(self, key: Any) -> bool:
         """Deletes a key; returns whether it was there."""
-        return self._core.delete(self._keys([key])[0])
+        return self._core.delete(key)
 
     def sweep(self, *, now: Any = None) -> int:
         """Frees the slots of records expired at ``now``; returns how many."""
@@ -199,13 +207,11 @@ class Table:
 
     def get(self, key: Any, *, now: Any = None) -> dict[str, Any] | None:
         """The record as a dict, or None when missing or expired at ``now``."""
-        got = self._core.get(self._keys([key])[0], to_ns(now, what="now"))
+        got = self._core.get(key, time.time_ns() if now is None else to_ns(now, what="now"))
         if got is None:
             return None
-        values, _ = got
         return {
-            name: self._typed(dtype, v)
-            for (name, dtype), v in zip(self.fields.items(), values, strict=True)
+            name: conv(v) for name, conv, v in zip(self.columns, self._convs, got[0], strict=True)
         }
 
     def get_many(self, keys: Any, *, now: Any = None) -> Batch:
@@ -258,12 +264,6 @@ class Table:
 
     # -- helpers ------------------------------------------------------------------------
 
-    @staticmethod
-    def _typed(dtype: str, v: float) -> Any:
-        if dtype.startswith("int"):
-            return int(v)
-        return float(np.float32(v)) if dtype == "float32" else float(v)
-
     def _row(self, values: Mapping[str, Any] | Sequence[Any]) -> list[Any]:
         if isinstance(values, Mapping):
             unknown = [k for k in values if k not in self.fields]
@@ -306,6 +306,8 @@ class Table:
                     f"table '{self.name}', field '{self.columns[i]}': expected integers, got "
                     f"{col[~(np.isfinite(col) & (col == np.round(col)))][:3].tolist()}"
                 )
+        if self._f32:  # store float32 fields as the float32 value they are
+            m[:, self._f32] = m[:, self._f32].astype(np.float32)
         return np.ascontiguousarray(m)
 
     def _keys(self, keys: Any) -> Any:
