@@ -111,6 +111,8 @@ class FeatureTable {
   TableStatus CheckKey(const Key& key) const noexcept;
   bool KeyEquals(const std::atomic<uint64_t>* rec, const Key& key) const noexcept;
   void StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept;
+  // Writes a record's values and event time (the caller holds its seqlock).
+  void StoreValues(std::atomic<uint64_t>* rec, const double* values, int64_t event_ns) noexcept;
   uint64_t Lock(std::atomic<uint64_t>* rec) const noexcept;  // returns the odd seq taken
   void LockStripe(uint64_t h) noexcept;
   void UnlockStripe(uint64_t h) noexcept;

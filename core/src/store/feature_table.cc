@@ -116,6 +116,13 @@ void FeatureTable::StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept
   }
 }
 
+void FeatureTable::StoreValues(std::atomic<uint64_t>* rec, const double* values,
+                               int64_t event_ns) noexcept {
+  std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
+  for (uint32_t f = 0; f < schema_.num_fields; ++f) vals[f].store(Bits(values[f]), kInLock);
+  rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+}
+
 uint64_t FeatureTable::Lock(std::atomic<uint64_t>* rec) const noexcept {
   for (;;) {
     uint64_t s = rec[kSeqWord].load(std::memory_order_relaxed);
@@ -239,11 +246,7 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
           } else if (!was_live && live_.load(std::memory_order_relaxed) >= schema_.capacity) {
             result = TableStatus::kFull;
           } else {
-            std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
-            for (uint32_t f = 0; f < schema_.num_fields; ++f) {
-              vals[f].store(Bits(values[f]), kInLock);
-            }
-            rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+            StoreValues(rec, values, event_ns);
             rec[kMetaWord].store(tag | kLive, std::memory_order_release);
             if (!was_live) live_.fetch_add(1, std::memory_order_relaxed);
             result = TableStatus::kOk;
@@ -274,11 +277,7 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
     }
     const uint64_t s = Lock(rec);
     StoreKey(rec, key);
-    std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
-    for (uint32_t f = 0; f < schema_.num_fields; ++f) {
-      vals[f].store(Bits(values[f]), kInLock);
-    }
-    rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+    StoreValues(rec, values, event_ns);
     // Release: a writer or reader that sees kLive (acquire) sees the key.
     rec[kMetaWord].store(tag | kLive, std::memory_order_release);
     rec[kSeqWord].store(s + 1, std::memory_order_release);
