@@ -60,9 +60,9 @@ class Native:
     # training; any other value reads as missing, as scikit-learn's encoder does.
     known_categories: dict[int, list[int]] | None = None
     reject: int = 0  # rtml RejectFlags: 1 NaN, 2 non-finite / beyond float32
-    # Factor on raw scores: LightGBM's rf mode averages its trees for predict() but
-    # returns their sum for raw_score=True.
-    raw_scale: float = 1.0
+    # LightGBM's rf mode averages its trees for predict() but returns their sum for
+    # raw_score=True.
+    raw_sums_trees: bool = False
     binary: bool = False  # one output per row
 
 
@@ -320,10 +320,9 @@ def _lightgbm_native(model_text: str, kind: str) -> Native:
             f"{'' if ended else ', no end-of-trees marker'}"
         )
     native.categories = _lightgbm_pandas_categories(lines, header.get("feature_infos", ""))
-    per_iteration = int(header.get("num_tree_per_iteration", "1"))
     if "average_output" in header:
         # rf mode averages its trees in predict() but sums them for raw_score=True.
-        native.raw_scale = float(n_trees // max(1, per_iteration))
+        native.raw_sums_trees = True
     native.binary = int(header.get("num_class", "1")) == 1
     native.nan_as_zero = nan_as_zero
     return native
@@ -439,6 +438,7 @@ def _compile(tl: Any, native: Native) -> Forest:
         "precision": native.precision,
         "output_kind": native.output_kind,
         "flush_tiny_to_zero": native.library == "lightgbm",
+        "raw_sums_trees": native.raw_sums_trees,
         "truncate_categories": native.library == "lightgbm",
     }
     rules = [0] * num_feature
@@ -467,7 +467,6 @@ def _compile(tl: Any, native: Native) -> Forest:
             "feature_names": names,
             "categorical": native.categorical,
             "categories": native.categories,
-            "raw_scale": native.raw_scale,
         }
     )
     trees = []

@@ -36,7 +36,7 @@ class Model:
     True
     """
 
-    __slots__ = ("_forest", "_meta", "_n_threads", "_predict_batch", "_predict_row", "_raw_scale")
+    __slots__ = ("_forest", "_meta", "_n_threads", "_predict_batch", "_predict_row")
 
     def __init__(self, forest: Forest, *, n_threads: int | None = None) -> None:
         self._forest = forest
@@ -46,7 +46,6 @@ class Model:
         if not isinstance(n_threads, int) or n_threads < 1:
             raise InputError(f"n_threads must be a positive int or None, got {n_threads!r}")
         self._n_threads = n_threads
-        self._raw_scale = float(self._meta.get("raw_scale", 1.0))
         # Bound once: the single-row path is one attribute load and one call.
         self._predict_row = forest.predict_row
         self._predict_batch = forest.predict
@@ -114,8 +113,6 @@ class Model:
             For a 2-D input: shape ``(n,)`` for one output per row, else ``(n, k)``.
             For a 1-D row: a float for one output, else a 1-D array.
         """
-        if raw_score and self._raw_scale != 1.0:
-            return self._predict_any(X, raw_score) * self._raw_scale
         if type(X) is np.ndarray:
             if X.ndim == 1:
                 return self._predict_row(X, raw_score)

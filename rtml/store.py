@@ -168,7 +168,7 @@ class Table:
 
     def put(self, key: Any, values: Mapping[str, Any] | Sequence[Any], *, ts: Any = None) -> None:
         """Stores one record (all fields), unless the stored one has a later event time."""
-        self.put_many([key], [self._row(values)], ts=None if ts is None else [to_ns(ts) / 1e9])
+        self.put_many([key], [self._row(values)], ts=ts)
 
     def put_many(self, keys: Any, values: Any, *, ts: Any = None) -> int:
         """Stores many records; returns how many were ignored as older than what is stored.

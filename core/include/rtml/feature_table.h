@@ -114,6 +114,7 @@ class FeatureTable {
   // Writes a record's values and event time (the caller holds its seqlock).
   void StoreValues(std::atomic<uint64_t>* rec, const double* values, int64_t event_ns) noexcept;
   uint64_t Lock(std::atomic<uint64_t>* rec) const noexcept;  // returns the odd seq taken
+  void Unlock(std::atomic<uint64_t>* rec, uint64_t odd_seq) const noexcept;
   void LockStripe(uint64_t h) noexcept;
   void UnlockStripe(uint64_t h) noexcept;
   bool Expired(int64_t event_ns, int64_t now_ns) const noexcept {

@@ -26,6 +26,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -128,6 +129,8 @@ struct ForestSpec {
   OutputKind output_kind = OutputKind::kPlain;
   // LightGBM reads every input with |x| <= 1e-35f as 0.0 before its trees see it.
   bool flush_tiny_to_zero = false;
+  // Raw scores sum the trees even when predictions average them (LightGBM rf).
+  bool raw_sums_trees = false;
   // LightGBM casts a categorical value to int before its sign check, so values in
   // (-1, 0) are category 0 (treelite instead treats every negative as no match).
   bool truncate_categories = false;
@@ -193,6 +196,15 @@ struct TopLevels {
   uint32_t next[16];
 };
 constexpr uint32_t kFeatureMask = (1u << 28) - 1;
+
+// The low 32 bits of a node's threshold field: a leaf's value offset or a
+// categorical node's bitset offset (the build stores them there; little-endian).
+template <typename Node>
+inline uint32_t PayloadOf(const Node& n) {
+  uint32_t v;
+  std::memcpy(&v, &n.threshold, sizeof(v));
+  return v;
+}
 constexpr uint32_t kTruncateCategory = 1u << 29;
 constexpr uint32_t kDefaultFirst = 1u << 30;
 constexpr uint32_t kCategorical = 1u << 31;
@@ -248,6 +260,9 @@ class Forest {
   void PredictRange(const std::vector<Node>& nodes, const MatrixView& x, int64_t begin,
                     int64_t end, double* out, bool raw) const noexcept;
   void Finish(double* acc, double* out, bool raw) const noexcept;
+  template <bool kCat, typename T, typename Node>
+  void WalkRows(const Node* nodes, const T* xs, int64_t stride, int64_t nrows,
+                double* acc) const noexcept;
   template <typename T>
   void WalkVector(const T* xs, int64_t stride, int64_t nrows, double* acc) const noexcept;
   void Prepare();      // derives the vector kernels' data after a build or a load
@@ -268,6 +283,7 @@ class Forest {
   OutputKind output_kind_ = OutputKind::kPlain;
   bool average_ = false;
   bool flush_tiny_ = false;
+  bool raw_sums_ = false;
   std::vector<uint8_t> feature_rule_;       // per feature, or empty
   std::vector<uint32_t> known_categories_;  // 8 words per feature, or empty
   uint8_t reject_ = 0;

@@ -29,6 +29,14 @@ float FloatAtMost(double t, bool strict) {
   return f;
 }
 
+// Stores a payload (leaf value or category bitset offset) in both node twins'
+// threshold fields, where detail::PayloadOf reads it: the low 32 bits.
+void SetPayload(NodeF* f, NodeD* d, uint32_t off) {
+  std::memcpy(&f->threshold, &off, sizeof(off));
+  const uint64_t off64 = off;
+  std::memcpy(&d->threshold, &off64, sizeof(off64));
+}
+
 // The T' with (-x <= T') == (x > t) for every non-NaN x of t's type.
 template <typename T>
 T NegatedBelow(T t) {
@@ -58,13 +66,6 @@ struct Compiler {
   std::vector<double>& leaf_values;
   bool want_double;
 
-  template <typename T>
-  static uint32_t Bits(T v) {
-    uint32_t b = 0;
-    std::memcpy(&b, &v, sizeof(b));
-    return b;
-  }
-
   void EmitLeaf(size_t t, const TreeSpec& tree, int32_t n, uint32_t leaf_len) {
     const uint32_t pos = static_cast<uint32_t>(nodes_f.size());
     const uint32_t off = static_cast<uint32_t>(leaf_values.size());
@@ -87,16 +88,12 @@ struct Compiler {
     }
     const uint32_t leaf_slot = static_cast<uint32_t>(spec.num_feature);
     NodeF f{};
-    std::memcpy(&f.threshold, &off, sizeof(off));
-    f.other = pos;
-    f.feat_flags = leaf_slot;
+    NodeD d{};
+    SetPayload(&f, &d, off);
+    f.other = d.other = pos;
+    f.feat_flags = d.feat_flags = leaf_slot;
     nodes_f.push_back(f);
     if (want_double) {
-      NodeD d{};
-      uint64_t off64 = off;
-      std::memcpy(&d.threshold, &off64, sizeof(off64));
-      d.other = pos;
-      d.feat_flags = leaf_slot;
       nodes_d.push_back(d);
     }
   }
@@ -138,9 +135,7 @@ struct Compiler {
         const uint32_t c = tree.category_list[i];
         cat_bits[off + 1 + c / 32] |= 1u << (c % 32);
       }
-      std::memcpy(&f.threshold, &off, sizeof(off));
-      uint64_t off64 = off;
-      std::memcpy(&d.threshold, &off64, sizeof(off64));
+      SetPayload(&f, &d, off);
       flags |= detail::kCategorical;
       if (spec.truncate_categories) flags |= detail::kTruncateCategory;
     } else {
@@ -286,6 +281,7 @@ Forest Forest::Build(const ForestSpec& spec) {
   f.output_kind_ = spec.output_kind;
   f.average_ = spec.average_tree_output;
   f.flush_tiny_ = spec.flush_tiny_to_zero;
+  f.raw_sums_ = spec.raw_sums_trees;
   if (!spec.feature_rule.empty()) {
     if (spec.feature_rule.size() != static_cast<size_t>(spec.num_feature)) {
       throw InputError("feature_rule must have one rule per feature");

@@ -1,5 +1,4 @@
 // Derives the level layout (detail::LevelTree) from the depth-first node array.
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -22,9 +21,7 @@ struct LevelFill {
     const detail::NodeF& n = nodes[i];
     const bool is_leaf = n.feat_flags == leaf_slot;
     if (level == depth) {
-      uint32_t off;
-      std::memcpy(&off, &n.threshold, sizeof(off));
-      leaf[j] = leaves[off];
+      leaf[j] = leaves[detail::PayloadOf(n)];
       return;
     }
     const uint32_t at = (1u << level) - 1 + j;

@@ -20,6 +20,7 @@ using detail::kCategorical;
 using detail::kDefaultFirst;
 using detail::kFeatureMask;
 using detail::kLanes;
+using detail::PayloadOf;
 using detail::TreeInfo;
 
 #if defined(__GNUC__)
@@ -35,15 +36,6 @@ constexpr int64_t kBlockRows = 64;
 constexpr int64_t kMinRowsPerThread = 4096;
 // Below this many rows the scalar kernel's latency beats the vector kernel's.
 constexpr int64_t kVectorMinRows = 8;
-
-// The low 32 bits of a node's threshold field: a leaf's value offset or a
-// categorical node's bitset offset (the build stores them there; little-endian).
-template <typename Node>
-inline uint32_t PayloadOf(const Node& n) {
-  uint32_t v;
-  std::memcpy(&v, &n.threshold, sizeof(v));
-  return v;
-}
 
 // treelite's category matching: a value matches when it is a non-negative float
 // no larger than 2^24 whose truncation is in the list.
@@ -111,8 +103,6 @@ inline void WalkChunk(const Node* nodes, const uint32_t* cat_bits, const T* x, c
   }
 }
 
-// Copies row r of x into dst[0..cols) as T, and NaN into dst[cols] (the slot
-// every leaf reads, so leaves loop to themselves).
 // LightGBM's kZeroThreshold: the float 1e-35f, compared in double.
 constexpr double kLightGBMZero = static_cast<double>(1e-35f);
 
@@ -123,6 +113,9 @@ struct InputRules {
   const uint32_t* known_categories; // or nullptr
 };
 
+// Copies row r of x into dst as T with the model's input rules applied, then
+// NaN (the slot every leaf reads, so leaves loop to themselves), then the
+// negated features (read by nodes whose NaN default is their "then" child).
 template <typename T, typename Src>
 inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
                         const InputRules& rules) {
@@ -134,8 +127,7 @@ inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
   }
   if (rules.flush_tiny) {
     for (int64_t c = 0; c < x.cols; ++c) {
-      const double v = x.col_stride == 1 ? p[c] : p[c * x.col_stride];
-      if (std::fabs(v) <= kLightGBMZero) dst[c] = T(0);
+      if (std::fabs(static_cast<double>(p[c * x.col_stride])) <= kLightGBMZero) dst[c] = T(0);
     }
   }
   if (rules.feature_rule != nullptr) {
@@ -144,7 +136,7 @@ inline void LoadRowFrom(const Src* base, const MatrixView& x, int64_t r, T* dst,
       if (rule == kRuleNaNAsZero) {
         if (dst[c] != dst[c]) dst[c] = T(0);
       } else if (rule == kRuleKnownCategory) {
-        const double v = x.col_stride == 1 ? p[c] : p[c * x.col_stride];
+        const double v = p[c * x.col_stride];
         const uint32_t* bits = rules.known_categories + c * 8;
         const bool known = v >= 0.0 && v < 256.0 && v == std::floor(v) &&
                            ((bits[static_cast<uint32_t>(v) / 32] >> (static_cast<uint32_t>(v) % 32)) & 1u);
@@ -205,7 +197,11 @@ thread_local Scratch tl_scratch;
 }  // namespace
 
 void Forest::Finish(double* acc, double* out, bool raw) const noexcept {
-  for (int32_t s = 0; s < num_slots_; ++s) acc[s] = acc[s] * slot_scale_[s] + base_[s];
+  if (raw && raw_sums_) {
+    for (int32_t s = 0; s < num_slots_; ++s) acc[s] += base_[s];
+  } else {
+    for (int32_t s = 0; s < num_slots_; ++s) acc[s] = acc[s] * slot_scale_[s] + base_[s];
+  }
   if (raw) {
     std::memcpy(out, acc, sizeof(double) * static_cast<size_t>(num_slots_));
     return;
@@ -315,6 +311,19 @@ void Forest::Prepare() {
   BuildLevels();
 }
 
+// The scalar walk: tree chunk by tree chunk, so a chunk's nodes stay in L1
+// while the block's rows pass over it.
+template <bool kCat, typename T, typename Node>
+void Forest::WalkRows(const Node* nodes, const T* xs, int64_t stride, int64_t nrows,
+                      double* acc) const noexcept {
+  for (const Chunk& c : chunks_) {
+    for (int64_t r = 0; r < nrows; ++r) {
+      WalkChunk<kCat, T, Node>(nodes, cat_bits_.data(), xs + r * stride, trees_.data(), c,
+                               leaf_values_.data(), acc + r * num_slots_);
+    }
+  }
+}
+
 template <typename T, typename Node>
 void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, int64_t row0,
                           int64_t nrows, double* out, bool raw) const noexcept {
@@ -333,28 +342,12 @@ void Forest::PredictBlock(const std::vector<Node>& nodes, const MatrixView& x, i
                          known_categories_.empty() ? nullptr : known_categories_.data()};
   for (int64_t r = 0; r < nrows; ++r) LoadRow<T>(x, row0 + r, xs + r * stride, rules);
   std::fill(acc, acc + nrows * num_slots_, 0.0);
-  const Node* n = nodes.data();
-  const uint32_t* cats = cat_bits_.data();
-  const double* leaves = leaf_values_.data();
-  const TreeInfo* trees = trees_.data();
   if (vector_ready_ && nrows >= kVectorMinRows && internal::VectorKernelAvailable()) {
     WalkVector<T>(xs, stride, nrows, acc);
-    const int32_t cols = num_columns(raw);
-    for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);
-    return;
-  }
-  if (cat_bits_.empty()) {
-    for (const Chunk& c : chunks_) {
-      for (int64_t r = 0; r < nrows; ++r) {
-        WalkChunk<false, T, Node>(n, cats, xs + r * stride, trees, c, leaves, acc + r * num_slots_);
-      }
-    }
+  } else if (cat_bits_.empty()) {
+    WalkRows<false, T, Node>(nodes.data(), xs, stride, nrows, acc);
   } else {
-    for (const Chunk& c : chunks_) {
-      for (int64_t r = 0; r < nrows; ++r) {
-        WalkChunk<true, T, Node>(n, cats, xs + r * stride, trees, c, leaves, acc + r * num_slots_);
-      }
-    }
+    WalkRows<true, T, Node>(nodes.data(), xs, stride, nrows, acc);
   }
   const int32_t cols = num_columns(raw);
   for (int64_t r = 0; r < nrows; ++r) Finish(acc + r * num_slots_, out + (row0 + r) * cols, raw);

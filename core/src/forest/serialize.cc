@@ -127,13 +127,6 @@ bool IsLittleEndian() {
   return b == 1;
 }
 
-template <typename Node>
-uint32_t Payload(const Node& n) {
-  uint32_t v;
-  std::memcpy(&v, &n.threshold, sizeof(v));
-  return v;
-}
-
 }  // namespace
 
 // Friend of Forest: reads and writes its private fields.
@@ -151,6 +144,7 @@ class ForestCodec {
     w.Put<uint8_t>(static_cast<uint8_t>(f.output_kind_));
     w.Put<uint8_t>(f.average_ ? 1 : 0);
     w.Put<uint8_t>(f.flush_tiny_ ? 1 : 0);
+    w.Put<uint8_t>(f.raw_sums_ ? 1 : 0);
     w.Put<double>(f.sigmoid_alpha_);
     w.Put<double>(f.ratio_c_);
     w.PutVec(f.feature_rule_);
@@ -216,11 +210,14 @@ class ForestCodec {
     const auto kind = r.Get<uint8_t>("output kind");
     const auto average = r.Get<uint8_t>("average");
     const auto flush = r.Get<uint8_t>("flush tiny");
+    const auto raw_sums = r.Get<uint8_t>("raw sums");
     if (post > static_cast<uint8_t>(Postprocessor::kHinge)) Corrupt("postprocessor");
     if (precision > 1) Corrupt("precision");
     if (kind > static_cast<uint8_t>(OutputKind::kArgmax)) Corrupt("output kind");
     if (average > 1) Corrupt("average flag");
     if (flush > 1) Corrupt("flush flag");
+    if (raw_sums > 1) Corrupt("raw sums flag");
+    f.raw_sums_ = raw_sums != 0;
     f.flush_tiny_ = flush != 0;
     f.post_ = static_cast<Postprocessor>(post);
     f.precision_ = static_cast<Precision>(precision);
@@ -329,13 +326,13 @@ void Forest::Validate() const {
         if (precision_ == Precision::kFloat64) {
           const detail::NodeD& d = nodes_d_[i];
           if (d.other != node.other || d.feat_flags != node.feat_flags ||
-              ((feat == leaf_slot || cat) && Payload(d) != Payload(node))) {
+              ((feat == leaf_slot || cat) && detail::PayloadOf(d) != detail::PayloadOf(node))) {
             Corrupt("float64 node " + std::to_string(i) + " differs from its float32 twin");
           }
         }
         if (feat == leaf_slot) {
           if (node.other != i || flags != 0 || depth[i] > c.depth ||
-              static_cast<uint64_t>(Payload(node)) + info.leaf_len > leaf_values_.size()) {
+              static_cast<uint64_t>(detail::PayloadOf(node)) + info.leaf_len > leaf_values_.size()) {
             Corrupt("leaf " + std::to_string(i));
           }
           continue;
@@ -346,7 +343,7 @@ void Forest::Validate() const {
         }
         depth[i + 1] = depth[node.other] = depth[i] + 1;
         if (cat) {
-          const uint32_t off = Payload(node);
+          const uint32_t off = detail::PayloadOf(node);
           if (off >= cat_bits_.size() ||
               static_cast<uint64_t>(off) + 1 + cat_bits_[off] > cat_bits_.size()) {
             Corrupt("category set of node " + std::to_string(i));

@@ -138,6 +138,11 @@ uint64_t FeatureTable::Lock(std::atomic<uint64_t>* rec) const noexcept {
   }
 }
 
+void FeatureTable::Unlock(std::atomic<uint64_t>* rec, uint64_t odd_seq) const noexcept {
+  // Release pairs with readers' acquire of seq and the next writer's Lock.
+  rec[kSeqWord].store(odd_seq + 1, std::memory_order_release);
+}
+
 void FeatureTable::LockStripe(uint64_t h) noexcept {
   std::atomic<uint32_t>& s = stripes_[(h >> 2) % kStripes];
   uint32_t expected = 0;
@@ -255,8 +260,7 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
           free_slot = static_cast<int64_t>(slot);
           free_meta = m2;
         }
-        // Release pairs with readers' acquire of seq and the next writer's Lock.
-        rec[kSeqWord].store(s + 1, std::memory_order_release);
+        Unlock(rec, s);
         continue;
       }
       if (state == kDeleted && free_slot < 0) {
@@ -280,7 +284,7 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
     StoreValues(rec, values, event_ns);
     // Release: a writer or reader that sees kLive (acquire) sees the key.
     rec[kMetaWord].store(tag | kLive, std::memory_order_release);
-    rec[kSeqWord].store(s + 1, std::memory_order_release);
+    Unlock(rec, s);
     live_.fetch_add(1, std::memory_order_relaxed);
     result = TableStatus::kOk;
     done = true;
@@ -310,7 +314,7 @@ TableStatus FeatureTable::Erase(const Key& key) noexcept {
       live_.fetch_sub(1, std::memory_order_relaxed);
       result = TableStatus::kOk;
     }
-    rec[kSeqWord].store(s + 1, std::memory_order_release);
+    Unlock(rec, s);
     if (hit) break;
   }
   UnlockStripe(h);
@@ -331,7 +335,7 @@ uint64_t FeatureTable::Sweep(int64_t now_ns) noexcept {
       live_.fetch_sub(1, std::memory_order_relaxed);
       ++removed;
     }
-    rec[kSeqWord].store(s + 1, std::memory_order_release);
+    Unlock(rec, s);
   }
   return removed;
 }
