@@ -90,6 +90,7 @@ Forest Build(const py::dict& h, const py::list& trees) {
   s.output_kind = OutputKindFromName(h["output_kind"].cast<std::string>());
   s.metadata = h["metadata"].cast<std::string>();
   s.flush_tiny_to_zero = h.contains("flush_tiny_to_zero") && h["flush_tiny_to_zero"].cast<bool>();
+  s.raw_sums_trees = h.contains("raw_sums_trees") && h["raw_sums_trees"].cast<bool>();
   s.truncate_categories = h.contains("truncate_categories") && h["truncate_categories"].cast<bool>();
   if (h.contains("feature_rule")) s.feature_rule = h["feature_rule"].cast<std::vector<uint8_t>>();
   if (h.contains("known_categories")) {
