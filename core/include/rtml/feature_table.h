@@ -29,9 +29,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "rtml/error.h"
 
@@ -55,6 +57,7 @@ enum class TableStatus : int {
   kFull = 3,        // capacity reached
   kKeyTooLong = 4,  // string key longer than max_key_bytes
   kBadKeyKind = 5,  // an int key for a string table or the reverse
+  kBadValue = 6,    // a value the operation cannot store (e.g. NaN in a window)
 };
 
 // A key: an int64, or string bytes (not owned).
@@ -66,11 +69,30 @@ struct Key {
   static Key Str(std::string_view v) { return Key{0, v, true}; }
 };
 
+// Ordering of a record's data words inside its seqlock. TSan does not model
+// stand-alone fences (GCC says so with -Wtsan), so under TSan data words use
+// sequentially consistent accesses, which give the same ordering; elsewhere
+// relaxed accesses plus the seqlock's two fences.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr std::memory_order kRecordOrder = std::memory_order_seq_cst;
+#else
+inline constexpr std::memory_order kRecordOrder = std::memory_order_relaxed;
+#endif
+
+// One 64-bit word of a record's value area, read or written inside the record's
+// seqlock (Update / Read callbacks).
+using Word = std::atomic<uint64_t>;
+inline uint64_t LoadWord(const Word& w) noexcept { return w.load(kRecordOrder); }
+inline void StoreWord(Word& w, uint64_t v) noexcept { w.store(v, kRecordOrder); }
+
 class FeatureTable {
  public:
   // Throws InputError for a schema that cannot work (no fields, no capacity,
-  // absurd sizes).
+  // absurd sizes) and std::bad_alloc when the address space cannot be had.
   explicit FeatureTable(const TableSchema& schema);
+  ~FeatureTable();
+  FeatureTable(const FeatureTable&) = delete;
+  FeatureTable& operator=(const FeatureTable&) = delete;
 
   const TableSchema& schema() const { return schema_; }
   uint64_t slots() const { return mask_ + 1; }
@@ -83,6 +105,26 @@ class FeatureTable {
   // key is absent, deleted, or expired at now_ns: expired values read as
   // missing, never as stale numbers. Lock-free.
   TableStatus Get(const Key& key, int64_t now_ns, double* values, int64_t* event_ns) const noexcept;
+
+  // Read-modify-write of key's record under its lock, inserting it if absent:
+  //   fn(Word* values, bool fresh, int64_t* event_ns) -> TableStatus
+  // values are the record's num_fields value words (LoadWord / StoreWord).
+  // fresh: the record is new and its words hold garbage (a reused slot), so fn
+  // must set every word it will later read. *event_ns is the stored event time
+  // (event_ns itself when fresh); fn may change it. When fn returns anything but
+  // kOk it must have changed nothing, and a fresh record is not inserted.
+  // Readers see the whole change or none of it. Blocks only other writers.
+  template <typename Fn>
+  TableStatus Update(const Key& key, int64_t event_ns, Fn&& fn) noexcept;
+
+  // Lock-free read of key's record: fn(const Word* values, int64_t event_ns)
+  // runs inside the seqlock and may run several times (a writer interfered),
+  // so it must overwrite, not accumulate, its outputs, and must stay in bounds
+  // whatever the words hold (a torn view is discarded, but fn sees it).
+  // Returns kOk after a run on a consistent view, else kNotFound (absent,
+  // deleted or expired at now_ns; fn's outputs are then unspecified).
+  template <typename Fn>
+  TableStatus Read(const Key& key, int64_t now_ns, Fn&& fn) const noexcept;
 
   TableStatus Erase(const Key& key) noexcept;
 
@@ -105,34 +147,107 @@ class FeatureTable {
   static constexpr size_t kEventWord = 2;
   static constexpr size_t kKeyWord = 3;
   static constexpr size_t kStripes = 256;
+  using UpdateFn = TableStatus (*)(void* ctx, Word* values, bool fresh, int64_t* event_ns);
 
-  std::atomic<uint64_t>* Record(uint64_t slot) const { return words_.get() + slot * record_words_; }
+  Word* Record(uint64_t slot) const { return words_ + slot * record_words_; }
+  Word* Values(Word* rec) const { return rec + kKeyWord + key_words_; }
+  const Word* Values(const Word* rec) const { return rec + kKeyWord + key_words_; }
   uint64_t Hash(const Key& key) const noexcept;
   TableStatus CheckKey(const Key& key) const noexcept;
-  bool KeyEquals(const std::atomic<uint64_t>* rec, const Key& key) const noexcept;
-  void StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept;
-  // Writes a record's values and event time (the caller holds its seqlock).
-  void StoreValues(std::atomic<uint64_t>* rec, const double* values, int64_t event_ns) noexcept;
-  uint64_t Lock(std::atomic<uint64_t>* rec) const noexcept;  // returns the odd seq taken
-  void Unlock(std::atomic<uint64_t>* rec, uint64_t odd_seq) const noexcept;
+  bool KeyEquals(const Word* rec, const Key& key) const noexcept;
+  void StoreKey(Word* rec, const Key& key) noexcept;
+  void LoadKey(const Word* rec, std::string* key_out, int64_t* int_key_out) const noexcept;
+  TableStatus UpdateImpl(const Key& key, int64_t event_ns, UpdateFn fn, void* ctx) noexcept;
+  uint64_t Lock(Word* rec) const noexcept;  // returns the odd seq taken
+  void Unlock(Word* rec, uint64_t odd_seq) const noexcept;
   void LockStripe(uint64_t h) noexcept;
   void UnlockStripe(uint64_t h) noexcept;
   bool Expired(int64_t event_ns, int64_t now_ns) const noexcept {
     return schema_.ttl_ns > 0 && now_ns - event_ns >= schema_.ttl_ns;
   }
-  // Copies slot's record if it is live (and holds key, when key is given).
-  // Returns false when it is not. The copy is consistent (seqlock).
-  bool Read(uint64_t slot, const Key* key, double* values, int64_t* event_ns,
-            std::string* key_out, int64_t* int_key_out) const noexcept;
+  // Seqlock read of slot: when it is live (and holds key, if given), runs
+  // fn(rec) on a view and returns true once a view is consistent; false when
+  // the slot is not such a record.
+  template <typename Fn>
+  bool ReadSlot(uint64_t slot, const Key* key, Fn&& fn) const noexcept;
 
   TableSchema schema_;
   uint64_t key_words_ = 1;
   uint64_t record_words_ = 0;
   uint64_t mask_ = 0;
-  std::unique_ptr<std::atomic<uint64_t>[]> words_;
+  // The records: one anonymous mapping, zero pages until first written, so a
+  // table costs memory for the records it has held, not for its slot count.
+  Word* words_ = nullptr;
+  size_t mapped_bytes_ = 0;
   std::unique_ptr<std::atomic<uint32_t>[]> stripes_;
   std::atomic<uint64_t> live_{0};
 };
+
+namespace detail {
+inline void CpuRelax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+// Orders a seqlock reader's data loads before its second read of seq.
+inline void FenceBeforeRecheck() noexcept {
+#if !defined(__SANITIZE_THREAD__)
+  std::atomic_thread_fence(std::memory_order_acquire);
+#endif
+}
+}  // namespace detail
+
+template <typename Fn>
+bool FeatureTable::ReadSlot(uint64_t slot, const Key* key, Fn&& fn) const noexcept {
+  const Word* rec = Record(slot);
+  for (;;) {
+    // Acquire pairs with the release store that ends a writer's hold.
+    const uint64_t s1 = rec[kSeqWord].load(std::memory_order_acquire);
+    if (s1 & 1) {
+      detail::CpuRelax();
+      continue;
+    }
+    const uint64_t meta = LoadWord(rec[kMetaWord]);
+    const bool hit = (meta & 3) == kLive && (key == nullptr || KeyEquals(rec, *key));
+    if (hit) fn(rec);
+    detail::FenceBeforeRecheck();
+    if (rec[kSeqWord].load(std::memory_order_relaxed) == s1) return hit;
+  }
+}
+
+template <typename Fn>
+TableStatus FeatureTable::Read(const Key& key, int64_t now_ns, Fn&& fn) const noexcept {
+  const TableStatus check = CheckKey(key);
+  if (check != TableStatus::kOk) return check;
+  const uint64_t h = Hash(key);
+  const uint64_t tag = h & ~uint64_t{3};
+  for (uint64_t i = 0; i <= mask_; ++i) {
+    const uint64_t slot = (h + i) & mask_;
+    // Acquire pairs with the release that made the slot's key visible.
+    const uint64_t meta = Record(slot)[kMetaWord].load(std::memory_order_acquire);
+    if ((meta & 3) == kEmpty) break;
+    if ((meta & ~uint64_t{3}) != tag || (meta & 3) != kLive) continue;
+    int64_t event_ns = 0;
+    if (ReadSlot(slot, &key, [&](const Word* rec) {
+          event_ns = static_cast<int64_t>(LoadWord(rec[kEventWord]));
+          fn(Values(rec), event_ns);
+        })) {
+      return Expired(event_ns, now_ns) ? TableStatus::kNotFound : TableStatus::kOk;
+    }
+  }
+  return TableStatus::kNotFound;
+}
+
+template <typename Fn>
+TableStatus FeatureTable::Update(const Key& key, int64_t event_ns, Fn&& fn) noexcept {
+  using F = std::remove_reference_t<Fn>;
+  return UpdateImpl(
+      key, event_ns,
+      [](void* ctx, Word* values, bool fresh, int64_t* ev) -> TableStatus {
+        return (*static_cast<F*>(ctx))(values, fresh, ev);
+      },
+      const_cast<void*>(static_cast<const void*>(&fn)));
+}
 
 template <typename Fn>
 void FeatureTable::ForEach(int64_t now_ns, Fn&& fn) const {
@@ -141,8 +256,16 @@ void FeatureTable::ForEach(int64_t now_ns, Fn&& fn) const {
   for (uint64_t slot = 0; slot <= mask_; ++slot) {
     int64_t event_ns = 0;
     int64_t ikey = 0;
-    if (!Read(slot, nullptr, values.get(), &event_ns, &skey, &ikey)) continue;
-    if (Expired(event_ns, now_ns)) continue;
+    const bool live = ReadSlot(slot, nullptr, [&](const Word* rec) {
+      event_ns = static_cast<int64_t>(LoadWord(rec[kEventWord]));
+      const Word* vals = Values(rec);
+      for (uint32_t f = 0; f < schema_.num_fields; ++f) {
+        const uint64_t b = LoadWord(vals[f]);
+        std::memcpy(&values[f], &b, sizeof(double));
+      }
+      LoadKey(rec, &skey, &ikey);
+    });
+    if (!live || Expired(event_ns, now_ns)) continue;
     const Key key = schema_.key_kind == KeyKind::kString ? Key::Str(skey) : Key::Int(ikey);
     fn(key, static_cast<const double*>(values.get()), event_ns);
   }

@@ -1,34 +1,26 @@
 // rtml::FeatureTable (see rtml/feature_table.h for the contract).
 #include "rtml/feature_table.h"
 
+#include <sys/mman.h>
+
 #include <cstring>
+#include <new>
 #include <string>
-#include <thread>
 
 namespace rtml {
 
 namespace {
 
-// TSan does not model stand-alone fences (GCC says so with -Wtsan). Under TSan
-// the seqlock's data words use sequentially consistent accesses instead, which
-// give the same ordering; elsewhere relaxed accesses plus the two fences.
-#if defined(__SANITIZE_THREAD__)
-constexpr std::memory_order kInLock = std::memory_order_seq_cst;
-inline void FenceAfterLock() {}
-inline void FenceBeforeRecheck() {}
-#else
-constexpr std::memory_order kInLock = std::memory_order_relaxed;
-inline void FenceAfterLock() { std::atomic_thread_fence(std::memory_order_release); }
-inline void FenceBeforeRecheck() { std::atomic_thread_fence(std::memory_order_acquire); }
-#endif
+using detail::CpuRelax;
 
-inline void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#else
-  std::this_thread::yield();
+// Orders a writer's odd seq before its data stores, for readers.
+inline void FenceAfterLock() {
+#if !defined(__SANITIZE_THREAD__)
+  std::atomic_thread_fence(std::memory_order_release);
 #endif
 }
+
+constexpr std::memory_order kInLock = kRecordOrder;
 
 inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
   x ^= x >> 30;
@@ -72,9 +64,16 @@ FeatureTable::FeatureTable(const TableSchema& schema) : schema_(schema) {
   uint64_t slots = 16;
   while (slots < 2 * schema.capacity) slots <<= 1;  // at most half full
   mask_ = slots - 1;
-  words_.reset(new std::atomic<uint64_t>[slots * record_words_]());
+  mapped_bytes_ = slots * record_words_ * sizeof(Word);
+  void* p = mmap(nullptr, mapped_bytes_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  // Zero pages: every record starts empty (seq 0, meta 0).
+  words_ = static_cast<Word*>(p);
   stripes_.reset(new std::atomic<uint32_t>[kStripes]());
 }
+
+FeatureTable::~FeatureTable() { munmap(words_, mapped_bytes_); }
 
 uint64_t FeatureTable::Hash(const Key& key) const noexcept {
   if (!key.is_string) return Mix64(static_cast<uint64_t>(key.i) + 0x9E3779B97F4A7C15ULL);
@@ -89,8 +88,8 @@ TableStatus FeatureTable::CheckKey(const Key& key) const noexcept {
   return TableStatus::kOk;
 }
 
-bool FeatureTable::KeyEquals(const std::atomic<uint64_t>* rec, const Key& key) const noexcept {
-  const std::atomic<uint64_t>* k = rec + kKeyWord;
+bool FeatureTable::KeyEquals(const Word* rec, const Key& key) const noexcept {
+  const Word* k = rec + kKeyWord;
   if (!key.is_string) return k[0].load(kInLock) == static_cast<uint64_t>(key.i);
   if (k[0].load(kInLock) != key.s.size()) return false;
   for (size_t off = 0; off < key.s.size(); off += 8) {
@@ -101,8 +100,8 @@ bool FeatureTable::KeyEquals(const std::atomic<uint64_t>* rec, const Key& key) c
   return true;
 }
 
-void FeatureTable::StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept {
-  std::atomic<uint64_t>* k = rec + kKeyWord;
+void FeatureTable::StoreKey(Word* rec, const Key& key) noexcept {
+  Word* k = rec + kKeyWord;
   if (!key.is_string) {
     k[0].store(static_cast<uint64_t>(key.i), kInLock);
     return;
@@ -116,14 +115,21 @@ void FeatureTable::StoreKey(std::atomic<uint64_t>* rec, const Key& key) noexcept
   }
 }
 
-void FeatureTable::StoreValues(std::atomic<uint64_t>* rec, const double* values,
-                               int64_t event_ns) noexcept {
-  std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
-  for (uint32_t f = 0; f < schema_.num_fields; ++f) vals[f].store(Bits(values[f]), kInLock);
-  rec[kEventWord].store(static_cast<uint64_t>(event_ns), kInLock);
+void FeatureTable::LoadKey(const Word* rec, std::string* key_out,
+                           int64_t* int_key_out) const noexcept {
+  const uint64_t first = rec[kKeyWord].load(kInLock);
+  *int_key_out = static_cast<int64_t>(first);
+  if (schema_.key_kind != KeyKind::kString) return;
+  // The length may be torn garbage on a view the seqlock later discards: clamp.
+  const uint64_t len = std::min<uint64_t>(first, schema_.max_key_bytes);
+  key_out->resize(len);
+  for (uint64_t off = 0; off < len; off += 8) {
+    const uint64_t w = rec[kKeyWord + 1 + off / 8].load(kInLock);
+    std::memcpy(&(*key_out)[off], &w, std::min<uint64_t>(8, len - off));
+  }
 }
 
-uint64_t FeatureTable::Lock(std::atomic<uint64_t>* rec) const noexcept {
+uint64_t FeatureTable::Lock(Word* rec) const noexcept {
   for (;;) {
     uint64_t s = rec[kSeqWord].load(std::memory_order_relaxed);
     // Acquire pairs with the release store that ended the previous writer's
@@ -138,7 +144,7 @@ uint64_t FeatureTable::Lock(std::atomic<uint64_t>* rec) const noexcept {
   }
 }
 
-void FeatureTable::Unlock(std::atomic<uint64_t>* rec, uint64_t odd_seq) const noexcept {
+void FeatureTable::Unlock(Word* rec, uint64_t odd_seq) const noexcept {
   // Release pairs with readers' acquire of seq and the next writer's Lock.
   rec[kSeqWord].store(odd_seq + 1, std::memory_order_release);
 }
@@ -157,67 +163,48 @@ void FeatureTable::UnlockStripe(uint64_t h) noexcept {
   stripes_[(h >> 2) % kStripes].store(0, std::memory_order_release);
 }
 
-bool FeatureTable::Read(uint64_t slot, const Key* key, double* values, int64_t* event_ns,
-                        std::string* key_out, int64_t* int_key_out) const noexcept {
-  const std::atomic<uint64_t>* rec = Record(slot);
-  const std::atomic<uint64_t>* vals = rec + kKeyWord + key_words_;
-  for (;;) {
-    // Acquire pairs with the release store that ends a writer's hold.
-    const uint64_t s1 = rec[kSeqWord].load(std::memory_order_acquire);
-    if (s1 & 1) {
-      CpuRelax();
-      continue;
-    }
-    const uint64_t meta = rec[kMetaWord].load(kInLock);
-    const bool hit = (meta & 3) == kLive && (key == nullptr || KeyEquals(rec, *key));
-    if (hit) {
-      *event_ns = static_cast<int64_t>(rec[kEventWord].load(kInLock));
-      for (uint32_t f = 0; f < schema_.num_fields; ++f) {
-        values[f] = FromBits(vals[f].load(kInLock));
-      }
-      if (int_key_out != nullptr) {
-        *int_key_out = static_cast<int64_t>(rec[kKeyWord].load(kInLock));
-      }
-      if (key_out != nullptr && schema_.key_kind == KeyKind::kString) {
-        const uint64_t len = std::min<uint64_t>(rec[kKeyWord].load(kInLock),
-                                                schema_.max_key_bytes);
-        key_out->resize(len);
-        for (uint64_t off = 0; off < len; off += 8) {
-          const uint64_t w = rec[kKeyWord + 1 + off / 8].load(kInLock);
-          std::memcpy(&(*key_out)[off], &w, std::min<uint64_t>(8, len - off));
-        }
-      }
-    }
-    // Orders the copies above before the second seq read (seqlock reader).
-    FenceBeforeRecheck();
-    if (rec[kSeqWord].load(std::memory_order_relaxed) == s1) return hit;
-  }
-}
-
 TableStatus FeatureTable::Get(const Key& key, int64_t now_ns, double* values,
                               int64_t* event_ns) const noexcept {
-  const TableStatus check = CheckKey(key);
-  if (check != TableStatus::kOk) return check;
-  const uint64_t h = Hash(key);
-  const uint64_t tag = h & ~uint64_t{3};
-  for (uint64_t i = 0; i <= mask_; ++i) {
-    const uint64_t slot = (h + i) & mask_;
-    // Acquire pairs with the release that made the slot's key visible.
-    const uint64_t meta = Record(slot)[kMetaWord].load(std::memory_order_acquire);
-    if ((meta & 3) == kEmpty) break;
-    if ((meta & ~uint64_t{3}) != tag || (meta & 3) != kLive) continue;
-    if (Read(slot, &key, values, event_ns, nullptr, nullptr)) {
-      return Expired(*event_ns, now_ns) ? TableStatus::kNotFound : TableStatus::kOk;
-    }
-  }
-  return TableStatus::kNotFound;
+  const uint32_t n = schema_.num_fields;
+  return Read(key, now_ns, [&](const Word* vals, int64_t ev) {
+    *event_ns = ev;
+    for (uint32_t f = 0; f < n; ++f) values[f] = FromBits(vals[f].load(kInLock));
+  });
 }
 
 TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t event_ns) noexcept {
+  const uint32_t n = schema_.num_fields;
+  return Update(key, event_ns, [&](Word* vals, bool fresh, int64_t* ev) {
+    if (!fresh && *ev > event_ns) return TableStatus::kStale;
+    for (uint32_t f = 0; f < n; ++f) vals[f].store(Bits(values[f]), kInLock);
+    *ev = event_ns;
+    return TableStatus::kOk;
+  });
+}
+
+TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn fn,
+                                     void* ctx) noexcept {
   const TableStatus check = CheckKey(key);
   if (check != TableStatus::kOk) return check;
   const uint64_t h = Hash(key);
   const uint64_t tag = h & ~uint64_t{3};
+  // Runs fn on a locked record and publishes the result.
+  auto apply = [&](Word* rec, bool fresh) {
+    int64_t ev = fresh ? event_ns : static_cast<int64_t>(rec[kEventWord].load(kInLock));
+    const TableStatus st = fn(ctx, Values(rec), fresh, &ev);
+    if (st == TableStatus::kOk) rec[kEventWord].store(static_cast<uint64_t>(ev), kInLock);
+    return st;
+  };
+  // Reserves one unit of capacity for a new record. A CAS loop rather than
+  // add-then-undo, so a refused reservation never makes another writer's
+  // insert fail spuriously: the limit is exact under concurrency.
+  auto reserve = [&] {
+    uint64_t n = live_.load(std::memory_order_relaxed);
+    while (n < schema_.capacity) {
+      if (live_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) return true;
+    }
+    return false;
+  };
   // Writers of one key share a stripe: the scan for the key and the claim of a
   // free slot cannot interleave with another insert of the same key.
   LockStripe(h);
@@ -228,7 +215,7 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
     bool found = false;
     for (uint64_t i = 0; i <= mask_ && !found; ++i) {
       const uint64_t slot = (h + i) & mask_;
-      std::atomic<uint64_t>* rec = Record(slot);
+      Word* rec = Record(slot);
       const uint64_t meta = rec[kMetaWord].load(std::memory_order_acquire);
       const uint64_t state = meta & 3;
       if (state == kEmpty) {
@@ -245,16 +232,17 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
         const uint64_t st2 = m2 & 3;
         if ((m2 & ~uint64_t{3}) == tag && (st2 == kLive || st2 == kDeleted) && KeyEquals(rec, key)) {
           found = true;
-          const bool was_live = st2 == kLive;
-          if (was_live && static_cast<int64_t>(rec[kEventWord].load(std::memory_order_relaxed)) > event_ns) {
-            result = TableStatus::kStale;
-          } else if (!was_live && live_.load(std::memory_order_relaxed) >= schema_.capacity) {
+          if (st2 == kLive) {
+            result = apply(rec, false);
+          } else if (!reserve()) {
             result = TableStatus::kFull;
           } else {
-            StoreValues(rec, values, event_ns);
-            rec[kMetaWord].store(tag | kLive, std::memory_order_release);
-            if (!was_live) live_.fetch_add(1, std::memory_order_relaxed);
-            result = TableStatus::kOk;
+            result = apply(rec, true);
+            if (result == TableStatus::kOk) {
+              rec[kMetaWord].store(tag | kLive, std::memory_order_release);
+            } else {
+              live_.fetch_sub(1, std::memory_order_relaxed);
+            }
           }
         } else if (st2 == kDeleted && free_slot < 0) {
           free_slot = static_cast<int64_t>(slot);
@@ -273,20 +261,30 @@ TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t e
       result = TableStatus::kFull;
       break;
     }
-    std::atomic<uint64_t>* rec = Record(static_cast<uint64_t>(free_slot));
+    Word* rec = Record(static_cast<uint64_t>(free_slot));
     // Claim the free slot; another key's writer may take it first: scan again.
     if (!rec[kMetaWord].compare_exchange_strong(free_meta, tag | kClaimed, std::memory_order_acq_rel,
                                                 std::memory_order_relaxed)) {
       continue;
     }
+    if (!reserve()) {  // another writer took the last unit meanwhile
+      // Never back to empty: a later key may have probed past this slot.
+      rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
+      result = TableStatus::kFull;
+      break;
+    }
     const uint64_t s = Lock(rec);
     StoreKey(rec, key);
-    StoreValues(rec, values, event_ns);
-    // Release: a writer or reader that sees kLive (acquire) sees the key.
-    rec[kMetaWord].store(tag | kLive, std::memory_order_release);
+    result = apply(rec, true);
+    if (result == TableStatus::kOk) {
+      // Release: a writer or reader that sees kLive (acquire) sees the key.
+      rec[kMetaWord].store(tag | kLive, std::memory_order_release);
+    } else {
+      // Never back to empty: a later key may have probed past this slot.
+      rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
+      live_.fetch_sub(1, std::memory_order_relaxed);
+    }
     Unlock(rec, s);
-    live_.fetch_add(1, std::memory_order_relaxed);
-    result = TableStatus::kOk;
     done = true;
   }
   UnlockStripe(h);
@@ -302,7 +300,7 @@ TableStatus FeatureTable::Erase(const Key& key) noexcept {
   TableStatus result = TableStatus::kNotFound;
   for (uint64_t i = 0; i <= mask_; ++i) {
     const uint64_t slot = (h + i) & mask_;
-    std::atomic<uint64_t>* rec = Record(slot);
+    Word* rec = Record(slot);
     const uint64_t meta = rec[kMetaWord].load(std::memory_order_acquire);
     if ((meta & 3) == kEmpty) break;
     if ((meta & ~uint64_t{3}) != tag || (meta & 3) != kLive) continue;
@@ -325,7 +323,7 @@ uint64_t FeatureTable::Sweep(int64_t now_ns) noexcept {
   if (schema_.ttl_ns <= 0) return 0;
   uint64_t removed = 0;
   for (uint64_t slot = 0; slot <= mask_; ++slot) {
-    std::atomic<uint64_t>* rec = Record(slot);
+    Word* rec = Record(slot);
     if ((rec[kMetaWord].load(std::memory_order_acquire) & 3) != kLive) continue;
     const uint64_t s = Lock(rec);
     const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
