@@ -6,4 +6,5 @@
 namespace rtml_bindings {
 void BindForest(pybind11::module_& m);
 void BindFeatureTable(pybind11::module_& m);
+void BindWindowTable(pybind11::module_& m);
 }  // namespace rtml_bindings

@@ -18,4 +18,5 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<rtml::UnsupportedModelError>(m, "UnsupportedModelError", base.ptr());
   rtml_bindings::BindForest(m);
   rtml_bindings::BindFeatureTable(m);
+  rtml_bindings::BindWindowTable(m);
 }

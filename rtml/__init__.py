@@ -10,6 +10,7 @@ True
 from rtml._core import InputError, ModelFormatError, RtmlError, UnsupportedModelError
 from rtml.model import Model
 from rtml.store import Batch, FeatureStore, Table
+from rtml.windows import WindowBatch, Windows
 
 __version__ = "0.1.0"
 
@@ -22,5 +23,7 @@ __all__ = [
     "RtmlError",
     "Table",
     "UnsupportedModelError",
+    "WindowBatch",
+    "Windows",
     "__version__",
 ]

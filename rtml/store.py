@@ -13,12 +13,15 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rtml._core import FeatureTable as _CoreTable
 from rtml._core import InputError
+
+if TYPE_CHECKING:
+    from rtml.windows import Windows
 
 _FIELD_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64}
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -332,22 +335,45 @@ class FeatureStore:
 
     def __init__(self) -> None:
         self._tables: dict[str, Table] = {}
+        self._windows: dict[str, Windows] = {}
 
     def table(self, name: str, **kwargs: Any) -> Table:
         """Creates the table ``name`` (see :class:`Table` for the arguments)."""
-        if name in self._tables:
-            raise InputError(f"table '{name}' already exists")
+        self._check_new(name)
         t = Table(name, **kwargs)
         self._tables[name] = t
         return t
 
-    def __getitem__(self, name: str) -> Table:
-        try:
+    def windows(self, name: str, **kwargs: Any) -> Windows:
+        """Creates the window set ``name`` (see :class:`rtml.Windows` for the arguments)."""
+        from rtml.windows import Windows
+
+        self._check_new(name)
+        w = Windows(name, **kwargs)
+        self._windows[name] = w
+        return w
+
+    def __getitem__(self, name: str) -> Table | Windows:
+        if name in self._tables:
             return self._tables[name]
-        except KeyError:
-            raise InputError(f"no table '{name}'; tables are {sorted(self._tables)}") from None
+        if name in self._windows:
+            return self._windows[name]
+        raise InputError(
+            f"no table or window set '{name}'; there are {sorted([*self._tables, *self._windows])}"
+        )
 
     @property
     def tables(self) -> dict[str, Table]:
         """The tables by name."""
         return dict(self._tables)
+
+    @property
+    def window_sets(self) -> dict[str, Windows]:
+        """The window sets by name."""
+        return dict(self._windows)
+
+    def _check_new(self, name: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise InputError(f"a table or window set needs a non-empty str name, got {name!r}")
+        if name in self._tables or name in self._windows:
+            raise InputError(f"'{name}' already exists in this store")

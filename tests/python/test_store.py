@@ -134,7 +134,7 @@ def test_schema_errors() -> None:
     store.table("x", key=str, fields={"a": "float32"})
     with pytest.raises(rtml.InputError, match="already exists"):
         store.table("x", key=str, fields={"a": "float32"})
-    with pytest.raises(rtml.InputError, match="no table 'y'"):
+    with pytest.raises(rtml.InputError, match="no table or window set 'y'"):
         store["y"]
 
 
