@@ -1,5 +1,6 @@
 // Tests of rtml::FeatureTable: semantics, limits, and a concurrent stress test
 // whose records carry an invariant a torn read would break.
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <random>
@@ -116,6 +117,75 @@ RTML_TEST(CapacityIsAHardLimitAndDeletesFreeIt) {
   CHECK(t.Size() == 10);
 }
 
+// GetMany gives, key by key, what Get gives: hits, absent, erased and expired
+// keys, bad keys, duplicates, and batch sizes around the prefetch distance.
+RTML_TEST(GetManyAgreesWithGet) {
+  constexpr uint32_t kFields = 3;
+  FeatureTable t(Schema(KeyKind::kString, kFields, 200, /*ttl=*/1000));
+  std::vector<std::string> names;
+  for (int k = 0; k < 150; ++k) names.push_back(k % 7 == 0 ? std::string(k % 24, 'k') + "!" : "key-" + std::to_string(k));
+  names.push_back("");                    // empty key
+  names.push_back(std::string(24, 'z'));  // the longest allowed
+  for (size_t k = 0; k < names.size(); ++k) {
+    const double v[kFields] = {static_cast<double>(k), -static_cast<double>(k), 0.5};
+    if (k % 5 != 4) CHECK(t.Upsert(Key::Str(names[k]), v, /*event_ns=*/static_cast<int64_t>(k) * 10) == TableStatus::kOk);
+  }
+  for (size_t k = 0; k < names.size(); k += 9) (void)t.Erase(Key::Str(names[k]));
+  std::vector<Key> keys;
+  for (size_t k = 0; k < names.size(); ++k) keys.push_back(Key::Str(names[k]));
+  keys.push_back(Key::Str("never-stored"));
+  keys.push_back(Key::Str(std::string(25, 'z')));  // too long
+  keys.push_back(Key::Int(3));                     // wrong kind
+  keys.push_back(Key::Str(names[1]));              // a duplicate
+  for (const size_t n : {size_t{0}, size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{17}, keys.size()}) {
+    for (const int64_t now : {int64_t{0}, int64_t{1500}}) {  // at 1500, events before 500 expired
+      std::vector<double> values(n * kFields);
+      std::vector<int64_t> ev(n);
+      std::vector<TableStatus> st(n);
+      t.GetMany(keys.data(), n, now, values.data(), ev.data(), st.data());
+      for (size_t i = 0; i < n; ++i) {
+        double want[kFields];
+        int64_t want_ev = 0;
+        const TableStatus want_st = t.Get(keys[i], now, want, &want_ev);
+        CHECK(st[i] == want_st);
+        if (want_st != TableStatus::kOk) continue;
+        CHECK(ev[i] == want_ev);
+        for (uint32_t f = 0; f < kFields; ++f) CHECK(values[i * kFields + f] == want[f]);
+      }
+    }
+  }
+  // Every outcome occurred.
+  std::vector<double> values(keys.size() * kFields);
+  std::vector<int64_t> ev(keys.size());
+  std::vector<TableStatus> st(keys.size());
+  t.GetMany(keys.data(), keys.size(), 1500, values.data(), ev.data(), st.data());
+  for (const TableStatus want : {TableStatus::kOk, TableStatus::kNotFound, TableStatus::kKeyTooLong,
+                                 TableStatus::kBadKeyKind}) {
+    CHECK(std::count(st.begin(), st.end(), want) > 0);
+  }
+  // Int keys.
+  FeatureTable ti(Schema(KeyKind::kInt64, 1, 100));
+  std::vector<Key> ikeys;
+  for (int64_t k = -20; k < 40; ++k) {
+    const double v = static_cast<double>(k) * 2;
+    if (k % 3 != 0) CHECK(ti.Upsert(Key::Int(k), &v, 1) == TableStatus::kOk);
+    ikeys.push_back(Key::Int(k));
+  }
+  ikeys.push_back(Key::Str("x"));  // wrong kind
+  std::vector<double> iv(ikeys.size());
+  std::vector<int64_t> iev(ikeys.size());
+  std::vector<TableStatus> ist(ikeys.size());
+  ti.GetMany(ikeys.data(), ikeys.size(), 0, iv.data(), iev.data(), ist.data());
+  for (size_t i = 0; i < ikeys.size(); ++i) {
+    double want = 0;
+    int64_t want_ev = 0;
+    const TableStatus want_st = ti.Get(ikeys[i], 0, &want, &want_ev);
+    CHECK(ist[i] == want_st);
+    if (want_st == TableStatus::kOk) CHECK(iv[i] == want && iev[i] == want_ev);
+  }
+  CHECK(ist.back() == TableStatus::kBadKeyKind);
+}
+
 RTML_TEST(BadSchemasThrow) {
   CHECK_THROWS(FeatureTable(Schema(KeyKind::kInt64, 0, 10)), rtml::InputError);
   CHECK_THROWS(FeatureTable(Schema(KeyKind::kInt64, 1, 0)), rtml::InputError);
@@ -125,7 +195,8 @@ RTML_TEST(BadSchemasThrow) {
 }
 
 // Writers store records whose fields are (e, e + 1, ..., e + 7) for event e;
-// readers check that invariant on every copy they get. A torn read (fields
+// readers (one through Get, one through GetMany) check that invariant on every
+// copy they get. A torn read (fields
 // from two writes) breaks it. Writers also erase and re-insert keys so claims,
 // tombstones and reuse race with reads, and a sweeper deletes as it goes.
 RTML_TEST(ConcurrentReadersNeverSeeATornRecord) {
@@ -170,13 +241,30 @@ RTML_TEST(ConcurrentReadersNeverSeeATornRecord) {
       int64_t ev = 0;
       std::vector<std::string> keys;
       for (int64_t k = 0; k < kKeys; ++k) keys.push_back(key_of(k));
-      for (int64_t i = 0; i < kStressReads / 2; ++i) {
-        const TableStatus st = t.Get(Key::Str(keys[rng() % kKeys]), 0, out, &ev);
-        if (st != TableStatus::kOk) continue;
+      auto check = [&](const double* row, int64_t row_ev) {
         hits.fetch_add(1, std::memory_order_relaxed);
-        bool ok = out[0] == static_cast<double>(ev);
-        for (uint32_t f = 1; f < kFields; ++f) ok = ok && out[f] == out[0] + f;
+        bool ok = row[0] == static_cast<double>(row_ev);
+        for (uint32_t f = 1; f < kFields; ++f) ok = ok && row[f] == row[0] + f;
         if (!ok) violations.fetch_add(1);
+      };
+      if (r == 0) {  // single Get calls
+        for (int64_t i = 0; i < kStressReads / 2; ++i) {
+          if (t.Get(Key::Str(keys[rng() % kKeys]), 0, out, &ev) == TableStatus::kOk) check(out, ev);
+        }
+        return;
+      }
+      // GetMany in batches longer than its prefetch distance
+      constexpr size_t kBatch = 3 * FeatureTable::kGetManyAhead + 1;
+      Key batch[kBatch];
+      double rows[kBatch * kFields];
+      int64_t evs[kBatch];
+      TableStatus sts[kBatch];
+      for (int64_t i = 0; i < kStressReads / 2; i += kBatch) {
+        for (auto& k : batch) k = Key::Str(keys[rng() % kKeys]);
+        t.GetMany(batch, kBatch, 0, rows, evs, sts);
+        for (size_t b = 0; b < kBatch; ++b) {
+          if (sts[b] == TableStatus::kOk) check(rows + b * kFields, evs[b]);
+        }
       }
     });
   }

@@ -3,6 +3,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -31,6 +32,61 @@ inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
   return x;
 }
 
+// String keys are stored as 64-bit words holding 8 key bytes each in memory
+// order (the last word zero-padded), as memcpy into a zeroed word gives.
+inline uint64_t KeyWord(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, sizeof(w));
+  return w;
+}
+
+// The last n bytes (0 < n < 8) as a zero-padded key word, without a
+// variable-length memcpy and without reading past p + n.
+inline uint64_t KeyTail(const char* p, size_t n) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  auto u8 = [p](size_t i) { return static_cast<uint64_t>(static_cast<unsigned char>(p[i])); };
+  if (n >= 4) {  // two overlapping 4-byte loads; the overlap holds the same bytes
+    uint32_t lo, hi;
+    std::memcpy(&lo, p, 4);
+    std::memcpy(&hi, p + n - 4, 4);
+    return lo | (static_cast<uint64_t>(hi) << (8 * (n - 4)));
+  }
+  return u8(0) | (u8(n >> 1) << (8 * (n >> 1))) | (u8(n - 1) << (8 * (n - 1)));
+#else
+  uint64_t w = 0;
+  std::memcpy(&w, p, n);
+  return w;
+#endif
+}
+
+__attribute__((always_inline)) inline uint64_t HashKey(const Key& key) {
+  if (!key.is_string) return Mix64(static_cast<uint64_t>(key.i) + 0x9E3779B97F4A7C15ULL);
+  // A word at a time over the key words KeyEquals compares (a byte loop cost
+  // ~4 cycles a byte); Mix64 then spreads every input bit over slot, tag and
+  // stripe bits.
+  const char* p = key.s.data();
+  size_t n = key.s.size();
+  uint64_t h = 0xCBF29CE484222325ULL ^ (n * 0x9E3779B97F4A7C15ULL);
+  auto round = [&h](uint64_t w) {
+    h = (h ^ w) * 0x9FB21C651E98DF25ULL;
+    h ^= h >> 32;
+  };
+  for (; n >= 8; p += 8, n -= 8) round(KeyWord(p));
+  if (n > 0) round(KeyTail(p, n));
+  return Mix64(h);
+}
+
+// Prefetches every cache line of [p, p + bytes) for reading. The loop runs the
+// same number of times for every record of a table, so its branch predicts
+// perfectly (a trip count that varied with the record's alignment cost a
+// mispredict per key); the last prefetch catches the line a misaligned record
+// ends in. Always inlined: GCC deems a function whose only effect is a
+// prefetch pure and deletes calls to it.
+__attribute__((always_inline)) inline void PrefetchLines(const char* p, size_t bytes) {
+  for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, /*rw=*/0, /*locality=*/3);
+  __builtin_prefetch(p + bytes - 1, /*rw=*/0, /*locality=*/3);
+}
+
 inline uint64_t Bits(double v) {
   uint64_t b;
   std::memcpy(&b, &v, sizeof(b));
@@ -41,6 +97,21 @@ inline double FromBits(uint64_t b) {
   double v;
   std::memcpy(&v, &b, sizeof(v));
   return v;
+}
+
+// Copies n value words out of a record inside its seqlock. Unrolled by hand:
+// GCC does not unroll or vectorize loops of atomic loads.
+inline void CopyValues(const Word* vals, uint32_t n, double* out) {
+  uint32_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    const uint64_t a = vals[j].load(kInLock), b = vals[j + 1].load(kInLock);
+    const uint64_t c = vals[j + 2].load(kInLock), d = vals[j + 3].load(kInLock);
+    out[j] = FromBits(a);
+    out[j + 1] = FromBits(b);
+    out[j + 2] = FromBits(c);
+    out[j + 3] = FromBits(d);
+  }
+  for (; j < n; ++j) out[j] = FromBits(vals[j].load(kInLock));
 }
 
 }  // namespace
@@ -75,12 +146,7 @@ FeatureTable::FeatureTable(const TableSchema& schema) : schema_(schema) {
 
 FeatureTable::~FeatureTable() { munmap(words_, mapped_bytes_); }
 
-uint64_t FeatureTable::Hash(const Key& key) const noexcept {
-  if (!key.is_string) return Mix64(static_cast<uint64_t>(key.i) + 0x9E3779B97F4A7C15ULL);
-  uint64_t h = 0xCBF29CE484222325ULL ^ key.s.size();
-  for (unsigned char c : key.s) h = (h ^ c) * 0x100000001B3ULL;
-  return Mix64(h);
-}
+uint64_t FeatureTable::Hash(const Key& key) const noexcept { return HashKey(key); }
 
 TableStatus FeatureTable::CheckKey(const Key& key) const noexcept {
   if (key.is_string != (schema_.key_kind == KeyKind::kString)) return TableStatus::kBadKeyKind;
@@ -91,13 +157,13 @@ TableStatus FeatureTable::CheckKey(const Key& key) const noexcept {
 bool FeatureTable::KeyEquals(const Word* rec, const Key& key) const noexcept {
   const Word* k = rec + kKeyWord;
   if (!key.is_string) return k[0].load(kInLock) == static_cast<uint64_t>(key.i);
-  if (k[0].load(kInLock) != key.s.size()) return false;
-  for (size_t off = 0; off < key.s.size(); off += 8) {
-    uint64_t want = 0;
-    std::memcpy(&want, key.s.data() + off, std::min<size_t>(8, key.s.size() - off));
-    if (k[1 + off / 8].load(kInLock) != want) return false;
+  size_t n = key.s.size();
+  if (k[0].load(kInLock) != n) return false;
+  const char* p = key.s.data();
+  for (++k; n >= 8; p += 8, n -= 8, ++k) {
+    if (k->load(kInLock) != KeyWord(p)) return false;
   }
-  return true;
+  return n == 0 || k->load(kInLock) == KeyTail(p, n);
 }
 
 void FeatureTable::StoreKey(Word* rec, const Key& key) noexcept {
@@ -110,7 +176,11 @@ void FeatureTable::StoreKey(Word* rec, const Key& key) noexcept {
   for (uint64_t w = 0; w + 1 < key_words_; ++w) {
     uint64_t word = 0;
     const size_t off = w * 8;
-    if (off < key.s.size()) std::memcpy(&word, key.s.data() + off, std::min<size_t>(8, key.s.size() - off));
+    if (off + 8 <= key.s.size()) {
+      word = KeyWord(key.s.data() + off);
+    } else if (off < key.s.size()) {
+      word = KeyTail(key.s.data() + off, key.s.size() - off);
+    }
     k[1 + w].store(word, kInLock);
   }
 }
@@ -168,8 +238,44 @@ TableStatus FeatureTable::Get(const Key& key, int64_t now_ns, double* values,
   const uint32_t n = schema_.num_fields;
   return Read(key, now_ns, [&](const Word* vals, int64_t ev) {
     *event_ns = ev;
-    for (uint32_t f = 0; f < n; ++f) values[f] = FromBits(vals[f].load(kInLock));
+    CopyValues(vals, n, values);
   });
+}
+
+void FeatureTable::GetMany(const Key* keys, size_t n, int64_t now_ns, double* values,
+                           int64_t* event_ns, TableStatus* status) const noexcept {
+  static_assert((kGetManyAhead & (kGetManyAhead - 1)) == 0, "kGetManyAhead: a power of two");
+  // Members the loop needs, as locals: stores to the outputs could alias them
+  // and would force reloads.
+  const uint32_t f = schema_.num_fields;
+  const Word* const words = words_;
+  const uint64_t mask = mask_;
+  const uint64_t record_words = record_words_;
+  // Beyond a few lines the copy streams by itself.
+  const size_t prefetch_bytes = std::min<size_t>(record_words * sizeof(Word), 512);
+  // Key j is staged (checked, hashed, its first probe slot's record prefetched)
+  // kGetManyAhead keys before it is read; hashes[j % kGetManyAhead] holds its
+  // hash in between, and status[j] its check.
+  uint64_t hashes[kGetManyAhead] = {};  // read (unused) for keys that failed their check
+  auto stage = [&](size_t j) {
+    status[j] = CheckKey(keys[j]);
+    if (status[j] != TableStatus::kOk) return;
+    const uint64_t h = HashKey(keys[j]);
+    hashes[j & (kGetManyAhead - 1)] = h;
+    PrefetchLines(reinterpret_cast<const char*>(words + (h & mask) * record_words), prefetch_bytes);
+  };
+  for (size_t j = 0; j < std::min(n, kGetManyAhead); ++j) stage(j);
+  for (size_t i = 0; i < n; ++i) {
+    const uint64_t h = hashes[i & (kGetManyAhead - 1)];
+    if (i + kGetManyAhead < n) stage(i + kGetManyAhead);  // reuses key i's ring entry
+    if (status[i] != TableStatus::kOk) continue;
+    double* row = values + i * f;
+    int64_t* ev_out = event_ns + i;
+    status[i] = ReadHashed(keys[i], h, now_ns, [&](const Word* vals, int64_t ev) {
+      *ev_out = ev;
+      CopyValues(vals, f, row);
+    });
+  }
 }
 
 TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t event_ns) noexcept {
