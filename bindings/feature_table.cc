@@ -4,12 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "bindings.h"
+#include "keys.h"
 #include "rtml/feature_table.h"
 
 namespace py = pybind11;
@@ -23,38 +25,12 @@ using rtml::Key;
 using rtml::KeyKind;
 using rtml::TableStatus;
 
-// Keys copied out of Python objects so the GIL can be released.
-struct KeyBatch {
-  std::vector<int64_t> ints;
-  std::vector<std::string> strings;
-  size_t size() const { return ints.empty() ? strings.size() : ints.size(); }
-  Key operator[](size_t i) const { return ints.empty() ? Key::Str(strings[i]) : Key::Int(ints[i]); }
-};
-
-const char* StatusText(TableStatus s) {
-  switch (s) {
-    case TableStatus::kOk: return "ok";
-    case TableStatus::kNotFound: return "not found";
-    case TableStatus::kStale: return "stale";
-    case TableStatus::kFull: return "table full";
-    case TableStatus::kKeyTooLong: return "key too long";
-    case TableStatus::kBadKeyKind: return "wrong key type";
-  }
-  return "unknown";
-}
-
 class PyTable {
  public:
   PyTable(const std::string& kind, uint32_t num_fields, uint64_t capacity, int64_t ttl_ns,
           uint32_t max_key_bytes) {
     rtml::TableSchema s;
-    if (kind == "int") {
-      s.key_kind = KeyKind::kInt64;
-    } else if (kind == "str") {
-      s.key_kind = KeyKind::kString;
-    } else {
-      throw InputError("key kind must be 'int' or 'str', got '" + kind + "'");
-    }
+    s.key_kind = KeyKindFromName(kind);
     s.num_fields = num_fields;
     s.capacity = capacity;
     s.ttl_ns = ttl_ns;
@@ -63,34 +39,7 @@ class PyTable {
   }
 
   KeyBatch Keys(const py::handle& keys) const {
-    KeyBatch b;
-    const bool str = table_->schema().key_kind == KeyKind::kString;
-    if (!str && py::isinstance<py::array>(keys)) {
-      auto a = py::array::ensure(keys);
-      if (a.dtype().kind() != 'i' && a.dtype().kind() != 'u') {
-        throw InputError("keys: expected int64 keys for this table, got dtype " +
-                         py::str(a.dtype()).cast<std::string>());
-      }
-      auto ints = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-      b.ints.assign(ints.data(), ints.data() + ints.size());
-      return b;
-    }
-    for (const auto& k : keys) {
-      if (str) {
-        if (!py::isinstance<py::str>(k)) {
-          throw InputError("key " + py::repr(k).cast<std::string>() + ": expected str for this table");
-        }
-        b.strings.push_back(k.cast<std::string>());
-      } else {
-        const bool integral = py::isinstance<py::int_>(k) ||
-                              (py::hasattr(k, "__index__") && !py::isinstance<py::float_>(k));
-        if (!integral || py::isinstance<py::bool_>(k)) {
-          throw InputError("key " + py::repr(k).cast<std::string>() + ": expected int for this table");
-        }
-        b.ints.push_back(k.cast<int64_t>());
-      }
-    }
-    return b;
+    return ToKeys(keys, table_->schema().key_kind == KeyKind::kString);
   }
 
   // Writes rows of values; returns per-row status codes (0 ok, 2 stale).
@@ -127,7 +76,7 @@ class PyTable {
       }
     }
     if (failed < n) {
-      throw InputError("row " + std::to_string(failed) + " (key " + KeyText(b, failed) +
+      throw InputError("row " + std::to_string(failed) + " (key " + b.Text(failed) +
                        "): " + StatusText(why) + "; rows before it were stored, rows from it on were not" +
                        (why == TableStatus::kFull
                             ? " (capacity " + std::to_string(table_->schema().capacity) + ")"
@@ -154,15 +103,27 @@ class PyTable {
     bool* fd = found.mutable_data();
     double* ag = age.mutable_data();
     py::gil_scoped_release release;
-    std::vector<double> row(f);
-    for (size_t i = 0; i < n; ++i) {
-      int64_t ev = 0;
-      const TableStatus s = table_->Get(b[i], now_ns, row.data(), &ev);
-      fd[i] = s == TableStatus::kOk;
-      for (uint32_t j = 0; j < f; ++j) {
-        o[i * f + j] = fd[i] ? static_cast<float>(row[j]) : std::nanf("");
+    // Chunks whose float64 rows stay in L1 between GetMany and the float32 copy.
+    const size_t chunk = std::max<size_t>(4 * FeatureTable::kGetManyAhead, 4096 / f);
+    std::vector<double> rows(std::min(n, chunk) * f);
+    std::vector<int64_t> ev(std::min(n, chunk));
+    std::vector<TableStatus> st(std::min(n, chunk));
+    for (size_t begin = 0; begin < n; begin += chunk) {
+      const size_t m = std::min(chunk, n - begin);
+      table_->GetMany(b.data() + begin, m, now_ns, rows.data(), ev.data(), st.data());
+      for (size_t i = 0; i < m; ++i) {
+        float* dst = o + (begin + i) * f;
+        const bool hit = st[i] == TableStatus::kOk;
+        fd[begin + i] = hit;
+        if (hit) {  // branch per row, not per value, so the copies vectorize
+          const double* src = rows.data() + i * f;
+          for (uint32_t j = 0; j < f; ++j) dst[j] = static_cast<float>(src[j]);
+          ag[begin + i] = static_cast<double>(now_ns - ev[i]) * 1e-9;
+        } else {
+          std::fill(dst, dst + f, std::nanf(""));
+          ag[begin + i] = std::nan("");
+        }
       }
-      ag[i] = fd[i] ? static_cast<double>(now_ns - ev) * 1e-9 : std::nan("");
     }
   }
 
@@ -173,7 +134,7 @@ class PyTable {
     int64_t ev = 0;
     const TableStatus s = table_->Get(b[0], now_ns, row.data(), &ev);
     if (s == TableStatus::kKeyTooLong || s == TableStatus::kBadKeyKind) {
-      throw InputError("key " + KeyText(b, 0) + ": " + StatusText(s));
+      throw InputError("key " + b.Text(0) + ": " + StatusText(s));
     }
     if (s != TableStatus::kOk) return py::none();
     return py::make_tuple(row, ev);
@@ -183,7 +144,7 @@ class PyTable {
     const KeyBatch b = Keys(py::make_tuple(key));
     const TableStatus s = table_->Erase(b[0]);
     if (s == TableStatus::kKeyTooLong || s == TableStatus::kBadKeyKind) {
-      throw InputError("key " + KeyText(b, 0) + ": " + StatusText(s));
+      throw InputError("key " + b.Text(0) + ": " + StatusText(s));
     }
     return s == TableStatus::kOk;
   }
@@ -207,10 +168,6 @@ class PyTable {
   }
 
  private:
-  static std::string KeyText(const KeyBatch& b, size_t i) {
-    return b.ints.empty() ? "'" + b.strings[i].substr(0, 80) + "'" : std::to_string(b.ints[i]);
-  }
-
   std::unique_ptr<FeatureTable> table_;
 };
 

@@ -3,6 +3,8 @@
 
 #include <pybind11/numpy.h>
 
+#include <cstring>
+
 #include "rtml/error.h"
 
 namespace py = pybind11;
@@ -10,20 +12,39 @@ namespace py = pybind11;
 namespace rtml_bindings {
 
 std::string KeyBatch::Text(size_t i) const {
-  if (!is_string_) return std::to_string(ints_[i]);
-  const std::string_view s = (*this)[i].s;
+  if (!keys_[i].is_string) return std::to_string(keys_[i].i);
+  const std::string_view s = keys_[i].s;
   return "'" + std::string(s.substr(0, 80)) + (s.size() > 80 ? "...'" : "'");
 }
 
+namespace {
+
+int64_t IntKey(const py::handle& k) {
+  PyObject* o = k.ptr();
+  if (PyLong_CheckExact(o)) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow != 0) throw rtml::InputError("key " + py::repr(k).cast<std::string>() + ": outside int64");
+    return v;
+  }
+  const bool integral = py::isinstance<py::int_>(k) || (py::hasattr(k, "__index__") && !PyFloat_Check(o));
+  if (!integral || PyBool_Check(o)) {
+    throw rtml::InputError("key " + py::repr(k).cast<std::string>() + ": expected int for this table");
+  }
+  return k.cast<int64_t>();
+}
+
+}  // namespace
+
 KeyBatch ToKeys(const py::handle& keys, bool string_keys) {
   KeyBatch b;
-  b.is_string_ = string_keys;
   if (py::isinstance<py::array>(keys)) {
     auto a = py::array::ensure(keys);
     const char kind = a.dtype().kind();
     if (!string_keys && (kind == 'i' || kind == 'u')) {
       auto ints = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-      b.ints_.assign(ints.data(), ints.data() + ints.size());
+      b.keys_.reserve(static_cast<size_t>(ints.size()));
+      for (py::ssize_t i = 0; i < ints.size(); ++i) b.keys_.push_back(rtml::Key::Int(ints.data()[i]));
       return b;
     }
     if (kind != 'U' && kind != 'O') {
@@ -33,41 +54,41 @@ KeyBatch ToKeys(const py::handle& keys, bool string_keys) {
     }
     return ToKeys(a.attr("tolist")(), string_keys);
   }
-  const bool sized = PyList_Check(keys.ptr()) || PyTuple_Check(keys.ptr());
-  if (sized) {
-    const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(keys.ptr()));
-    if (string_keys) {
-      b.offsets_.reserve(n + 1);
-      b.bytes_.reserve(n * 16);
-    } else {
-      b.ints_.reserve(n);
-    }
+  // Raw CPython calls over the items: this loop is most of a batch read's cost
+  // (a list or tuple is used as is; another iterable becomes a list first).
+  const py::object seq = py::reinterpret_steal<py::object>(PySequence_Fast(keys.ptr(), "keys must be iterable"));
+  if (!seq) throw py::error_already_set();
+  const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(seq.ptr()));
+  PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+  b.keys_.reserve(n);
+  if (!string_keys) {
+    for (size_t i = 0; i < n; ++i) b.keys_.push_back(rtml::Key::Int(IntKey(items[i])));
+    return b;
   }
-  for (const auto& k : keys) {
-    PyObject* o = k.ptr();
-    if (string_keys) {
-      if (!PyUnicode_Check(o)) {
-        throw rtml::InputError("key " + py::repr(k).cast<std::string>() + ": expected str for this table");
-      }
-      Py_ssize_t len = 0;
-      const char* utf8 = PyUnicode_AsUTF8AndSize(o, &len);
-      if (utf8 == nullptr) throw py::error_already_set();
-      b.bytes_.append(utf8, static_cast<size_t>(len));
-      b.offsets_.push_back(b.bytes_.size());
-      continue;
+  // Two passes: the first views each key's UTF-8 bytes inside its str object
+  // (alive and unchanged while the GIL is held) and sums their lengths, so the
+  // buffer is sized once; the second copies them and points the keys there.
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* o = items[i];
+    if (!PyUnicode_Check(o)) {
+      throw rtml::InputError("key " + py::repr(o).cast<std::string>() + ": expected str for this table");
     }
-    if (PyLong_CheckExact(o)) {
-      int overflow = 0;
-      const long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-      if (overflow != 0) throw rtml::InputError("key " + py::repr(k).cast<std::string>() + ": outside int64");
-      b.ints_.push_back(v);
-      continue;
+    Py_ssize_t len = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(o, &len);
+    if (utf8 == nullptr) {
+      PyErr_Clear();
+      throw rtml::InputError("key " + py::repr(o).cast<std::string>() + ": not encodable as UTF-8");
     }
-    const bool integral = py::isinstance<py::int_>(k) || (py::hasattr(k, "__index__") && !PyFloat_Check(o));
-    if (!integral || PyBool_Check(o)) {
-      throw rtml::InputError("key " + py::repr(k).cast<std::string>() + ": expected int for this table");
-    }
-    b.ints_.push_back(k.cast<int64_t>());
+    b.keys_.push_back(rtml::Key::Str(std::string_view(utf8, static_cast<size_t>(len))));
+    total += static_cast<size_t>(len);
+  }
+  b.bytes_.resize(total);
+  char* at = b.bytes_.data();
+  for (rtml::Key& k : b.keys_) {
+    if (!k.s.empty()) std::memcpy(at, k.s.data(), k.s.size());
+    k.s = std::string_view(at, k.s.size());
+    at += k.s.size();
   }
   return b;
 }

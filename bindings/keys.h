@@ -13,23 +13,20 @@
 
 namespace rtml_bindings {
 
-// int64 keys, or string keys stored back to back in one buffer.
+// int64 keys, or string keys whose bytes are stored back to back in one
+// buffer; the keys themselves are contiguous (for FeatureTable::GetMany).
 class KeyBatch {
  public:
-  size_t size() const { return is_string_ ? offsets_.size() - 1 : ints_.size(); }
-  rtml::Key operator[](size_t i) const {
-    if (!is_string_) return rtml::Key::Int(ints_[i]);
-    return rtml::Key::Str(std::string_view(bytes_.data() + offsets_[i], offsets_[i + 1] - offsets_[i]));
-  }
+  size_t size() const { return keys_.size(); }
+  const rtml::Key& operator[](size_t i) const { return keys_[i]; }
+  const rtml::Key* data() const { return keys_.data(); }
   // The key as it appears in an error message.
   std::string Text(size_t i) const;
 
  private:
   friend KeyBatch ToKeys(const pybind11::handle& keys, bool string_keys);
-  bool is_string_ = false;
-  std::vector<int64_t> ints_;
-  std::string bytes_;
-  std::vector<size_t> offsets_{0};
+  std::vector<rtml::Key> keys_;
+  std::vector<char> bytes_;  // a vector: moving the batch keeps the keys' views valid
 };
 
 // Keys from a list/tuple/iterable of str or int, or a numpy array (int64 for

@@ -62,6 +62,36 @@ def test_random_event_stream_matches_reference(seed: int) -> None:
     assert {k for k, _, _ in table.items(now=0.0)} == set(ref)
 
 
+def test_get_many_key_forms_agree_with_get() -> None:
+    """Every form of key batch reads what get() reads; unusable keys raise, naming them."""
+    table = make_table(ttl=None, max_key_bytes=12)
+    names = ["a", "", "ключ-ß", "card-0001", "exactly12byt", "数据"]
+    for i, k in enumerate(names):
+        table.put(k, [float(i), i, 0.5], ts=1.0)
+    asked = [*names, "absent", "far-too-long-key", names[2]]
+    # A batch reports a key longer than max_key_bytes as missing (get() raises).
+    want = [None if len(k.encode()) > 12 else table.get(k, now=2.0) for k in asked]
+    for form in (asked, tuple(asked), (k for k in asked), np.array(asked)):
+        batch = table.get_many(form, now=2.0)
+        assert batch.found.tolist() == [w is not None for w in want]
+        for row, w in zip(batch.values, want, strict=True):
+            if w is not None:
+                np.testing.assert_array_equal(row, np.float32(list(w.values())))
+    with pytest.raises(rtml.InputError, match="UTF-8"):
+        table.get_many(["ok", "\udc80"], now=2.0)
+    with pytest.raises(rtml.InputError, match="expected str"):
+        table.get_many(["ok", b"bytes"], now=2.0)
+
+    ints = make_table(key=int, ttl=None)
+    ints.put_many(np.arange(5), np.ones((5, 3)), ts=1.0)
+    mixed = [0, np.int64(1), np.uint8(2), 2**40, -7]
+    assert ints.get_many(mixed, now=2.0).found.tolist() == [True, True, True, False, False]
+    with pytest.raises(rtml.InputError, match="outside int64"):
+        ints.get_many([1, 2**63], now=2.0)
+    with pytest.raises(rtml.InputError, match="expected int"):
+        ints.get_many([1, True], now=2.0)
+
+
 def test_int_keys_numpy_arrays_and_put_many_dataframe() -> None:
     table = make_table(key=int)
     keys = np.arange(10, dtype=np.int64) * 7
