@@ -3,8 +3,23 @@
 
 #include <pybind11/pybind11.h>
 
+#include "rtml/feature_table.h"
+#include "rtml/window.h"
+#include "rtml/metrics.h"
+
 namespace rtml_bindings {
 void BindForest(pybind11::module_& m);
 void BindFeatureTable(pybind11::module_& m);
 void BindWindowTable(pybind11::module_& m);
+void BindSnapshot(pybind11::module_& m);
+void BindDrift(pybind11::module_& m);
+void BindMetrics(pybind11::module_& m);
+// Metrics snapshots as the dicts of the stats schema (documented in rtml/metrics.py).
+pybind11::dict LatencySnapshotDict(const rtml::LatencySnapshot& s, const std::vector<int64_t>& bounds_ns);
+pybind11::dict ValueSnapshotDict(const rtml::ValueSnapshot& s);
+// The core table behind a binding object, or nullptr when obj is another type.
+rtml::FeatureTable* TableOfPyTable(const pybind11::handle& obj);
+rtml::FeatureTable* TableOfPyWindows(const pybind11::handle& obj);
+rtml::WindowTable* WindowsOfPyWindows(const pybind11::handle& obj);
+void BindScorer(pybind11::module_& m);
 }  // namespace rtml_bindings

@@ -169,9 +169,17 @@ class PyTable {
 
  private:
   std::unique_ptr<FeatureTable> table_;
+
+ public:
+  FeatureTable& core() { return *table_; }
 };
 
 }  // namespace
+
+rtml::FeatureTable* TableOfPyTable(const py::handle& obj) {
+  if (!py::isinstance<PyTable>(obj)) return nullptr;
+  return &obj.cast<PyTable&>().core();
+}
 
 void BindFeatureTable(py::module_& m) {
   py::class_<PyTable>(m, "FeatureTable", "Core feature table (see rtml.FeatureStore).")

@@ -16,7 +16,12 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<rtml::InputError>(m, "InputError", base.ptr());
   py::register_exception<rtml::ModelFormatError>(m, "ModelFormatError", base.ptr());
   py::register_exception<rtml::UnsupportedModelError>(m, "UnsupportedModelError", base.ptr());
+  py::register_exception<rtml::SnapshotError>(m, "SnapshotError", base.ptr());
   rtml_bindings::BindForest(m);
   rtml_bindings::BindFeatureTable(m);
   rtml_bindings::BindWindowTable(m);
+  rtml_bindings::BindSnapshot(m);
+  rtml_bindings::BindDrift(m);
+  rtml_bindings::BindScorer(m);
+  rtml_bindings::BindMetrics(m);
 }

@@ -170,6 +170,16 @@ class PyWindows {
 
 }  // namespace
 
+rtml::WindowTable* WindowsOfPyWindows(const py::handle& obj) {
+  if (!py::isinstance<PyWindows>(obj)) return nullptr;
+  return &obj.cast<PyWindows&>().core();
+}
+
+rtml::FeatureTable* TableOfPyWindows(const py::handle& obj) {
+  if (!py::isinstance<PyWindows>(obj)) return nullptr;
+  return &obj.cast<PyWindows&>().core().table();
+}
+
 void BindWindowTable(py::module_& m) {
   py::class_<PyWindows>(m, "WindowTable", "Core window aggregates (see rtml.FeatureStore.windows).")
       .def(py::init<const std::string&, const std::vector<std::string>&, const std::vector<int64_t>&, int64_t,

@@ -7,8 +7,15 @@ Examples
 True
 """
 
-from rtml._core import InputError, ModelFormatError, RtmlError, UnsupportedModelError
+from rtml._core import (
+    InputError,
+    ModelFormatError,
+    RtmlError,
+    SnapshotError,
+    UnsupportedModelError,
+)
 from rtml.model import Model
+from rtml.scorer import Scorer, request, table, window
 from rtml.store import Batch, FeatureStore, Table
 from rtml.windows import WindowBatch, Windows
 
@@ -21,9 +28,14 @@ __all__ = [
     "Model",
     "ModelFormatError",
     "RtmlError",
+    "Scorer",
+    "SnapshotError",
     "Table",
     "UnsupportedModelError",
     "WindowBatch",
     "Windows",
     "__version__",
+    "request",
+    "table",
+    "window",
 ]

@@ -39,6 +39,13 @@ class UnsupportedModelError : public Error {
   using Error::Error;
 };
 
+// A feature-store snapshot is unreadable: truncated, corrupted, written by a
+// newer format version, or inconsistent with the schema it claims.
+class SnapshotError : public Error {
+ public:
+  using Error::Error;
+};
+
 // Result of a hot-path call. kOk is zero so `if (status)` reads as "failed".
 enum class Status : int {
   kOk = 0,

@@ -37,7 +37,10 @@
 #include <type_traits>
 #include <utility>
 
+#include <mutex>
+
 #include "rtml/error.h"
+#include "rtml/snapshot.h"
 
 namespace rtml {
 
@@ -97,6 +100,10 @@ class FeatureTable {
   FeatureTable& operator=(const FeatureTable&) = delete;
 
   const TableSchema& schema() const { return schema_; }
+
+  // Attaches the store's snapshot gate (see rtml/snapshot.h): writes then
+  // copy on write while a snapshot runs. Call before the table is shared.
+  void set_gate(SnapshotGate* gate) noexcept { gate_ = gate; }
   uint64_t slots() const { return mask_ + 1; }
 
   // Stores num_fields values with event time event_ns unless the stored record
@@ -189,6 +196,27 @@ class FeatureTable {
   template <typename Fn>
   TableStatus ReadHashed(const Key& key, uint64_t h, int64_t now_ns, Fn&& fn) const noexcept;
 
+  // -- snapshots (defined in src/store/snapshot.cc) --
+  friend class SnapshotGate;
+  struct SnapState {
+    std::unique_ptr<std::atomic<uint8_t>[]> copied;  // per slot; set under the record lock
+    std::mutex mu;                                  // guards out, records, failed
+    std::string out;
+    uint64_t records = 0;
+    bool failed = false;  // a copy did not fit in memory
+  };
+  // Called by every writer with rec locked, before it changes rec.
+  void BeforeWrite(const Word* rec) noexcept {
+    // seq_cst: ordered with the gate's publication and with the snapshot
+    // scan's read of an empty slot's meta (see ScanForSnapshot).
+    if (gate_ != nullptr && gate_->active_.load(std::memory_order_seq_cst)) {
+      CopyOnWrite(static_cast<uint64_t>(rec - words_) / record_words_, rec);
+    }
+  }
+  void CopyOnWrite(uint64_t slot, const Word* rec) noexcept;
+  void ScanForSnapshot() const;
+  void AppendRecord(const Word* rec, std::string* out) const;  // rec locked and live
+
   TableSchema schema_;
   uint64_t key_words_ = 1;
   uint64_t record_words_ = 0;
@@ -199,6 +227,10 @@ class FeatureTable {
   size_t mapped_bytes_ = 0;
   std::unique_ptr<std::atomic<uint32_t>[]> stripes_;
   std::atomic<uint64_t> live_{0};
+  SnapshotGate* gate_ = nullptr;
+  // Set by SnapshotGate::Take before it publishes the cut, reset after the
+  // last copy-on-write left (so writers that saw the cut see it set).
+  mutable std::unique_ptr<SnapState> snap_;
 };
 
 namespace detail {

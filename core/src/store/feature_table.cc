@@ -296,6 +296,7 @@ TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn 
   const uint64_t tag = h & ~uint64_t{3};
   // Runs fn on a locked record and publishes the result.
   auto apply = [&](Word* rec, bool fresh) {
+    BeforeWrite(rec);
     int64_t ev = fresh ? event_ns : static_cast<int64_t>(rec[kEventWord].load(kInLock));
     const TableStatus st = fn(ctx, Values(rec), fresh, &ev);
     if (st == TableStatus::kOk) rec[kEventWord].store(static_cast<uint64_t>(ev), kInLock);
@@ -369,7 +370,9 @@ TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn 
     }
     Word* rec = Record(static_cast<uint64_t>(free_slot));
     // Claim the free slot; another key's writer may take it first: scan again.
-    if (!rec[kMetaWord].compare_exchange_strong(free_meta, tag | kClaimed, std::memory_order_acq_rel,
+    // seq_cst: a snapshot scan that still reads this slot as empty must come
+    // before this claim, so this writer's gate check sees the snapshot's cut.
+    if (!rec[kMetaWord].compare_exchange_strong(free_meta, tag | kClaimed, std::memory_order_seq_cst,
                                                 std::memory_order_relaxed)) {
       continue;
     }
@@ -414,6 +417,7 @@ TableStatus FeatureTable::Erase(const Key& key) noexcept {
     const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
     const bool hit = m2 == (tag | kLive) && KeyEquals(rec, key);
     if (hit) {
+      BeforeWrite(rec);
       rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
       live_.fetch_sub(1, std::memory_order_relaxed);
       result = TableStatus::kOk;
@@ -435,6 +439,7 @@ uint64_t FeatureTable::Sweep(int64_t now_ns) noexcept {
     const uint64_t m2 = rec[kMetaWord].load(std::memory_order_relaxed);
     if ((m2 & 3) == kLive &&
         Expired(static_cast<int64_t>(rec[kEventWord].load(std::memory_order_relaxed)), now_ns)) {
+      BeforeWrite(rec);
       rec[kMetaWord].store((m2 & ~uint64_t{3}) | kDeleted, std::memory_order_release);
       live_.fetch_sub(1, std::memory_order_relaxed);
       ++removed;

@@ -1,0 +1,372 @@
+"""rtml.Scorer: a model bound to its inputs (request fields, stored features, windows).
+
+One call gathers every model feature, scores, and records metrics, in C++ (see
+core/include/rtml/scorer.h). Missing or expired stored features become NaN, which the
+model sends down its default (missing-value) branch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtml._core import InputError
+from rtml._core import Scorer as _CoreScorer
+from rtml.model import Model
+from rtml.store import FeatureStore, Table, to_ns
+from rtml.windows import Windows
+
+
+@dataclass(frozen=True)
+class RequestInput:
+    """A model feature taken from the request itself."""
+
+    field: str
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """A model feature read from a feature table, looked up by a request key."""
+
+    table: str
+    field: str
+    key: str
+
+
+@dataclass(frozen=True)
+class WindowInput:
+    """A model feature read from a window set (column ``{value}_{op}_{window}``)."""
+
+    windows: str
+    column: str
+    key: str
+
+
+Input = RequestInput | TableInput | WindowInput
+
+
+def request(field: str) -> RequestInput:
+    """A feature given by the request's field ``field``."""
+    return RequestInput(field)
+
+
+def table(name: str, field: str, *, key: str) -> TableInput:
+    """A feature stored in table ``name``, field ``field``, keyed by the request's ``key``."""
+    return TableInput(name, field, key)
+
+
+def window(name: str, column: str, *, key: str) -> WindowInput:
+    """A window aggregate of window set ``name`` (a column such as ``amount_count_10m``)."""
+    return WindowInput(name, column, key)
+
+
+def _version_of(model: Model, given: str | None, default: str) -> str:
+    if given is not None:
+        return given
+    return str(model._meta.get("version", default))
+
+
+class Scorer:
+    """Scores requests with one model (or A/B variants) over stored features.
+
+    Examples
+    --------
+    >>> import numpy as np, rtml, xgboost as xgb
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.random((200, 3)); y = X[:, 0] + X[:, 2]
+    >>> model = rtml.Model.load(xgb.XGBRegressor(n_estimators=5, max_depth=2).fit(X, y))
+    >>> store = rtml.FeatureStore()
+    >>> cards = store.table("card", key=str, fields={"avg_amount": "float32"})
+    >>> txn = store.windows("card_txn", key=str, value="amount", ops=["count"], windows=["10m"])
+    >>> cards.put("c1", {"avg_amount": 0.9}, ts=100.0)
+    >>> txn.ingest(["c1", "c1"], [5.0, 7.0], ts=[90.0, 95.0])
+    0
+    >>> scorer = rtml.Scorer(model, store, inputs={
+    ...     "f0": rtml.request("amount"),
+    ...     "f1": rtml.table("card", "avg_amount", key="card_id"),
+    ...     "f2": rtml.window("card_txn", "amount_count_10m", key="card_id"),
+    ... })
+    >>> p = scorer.score({"card_id": "c1", "amount": 0.5}, now=100.0)
+    >>> p == float(model.predict(np.array([[0.5, 0.9, 2.0]]))[0])
+    True
+    >>> scorer.explain({"card_id": "c1", "amount": 0.5}, now=100.0)["features"]["f2"]["value"]
+    2.0
+    """
+
+    def __init__(
+        self,
+        model: Model | None = None,
+        store: FeatureStore | None = None,
+        inputs: Mapping[str, Input] | None = None,
+        *,
+        variants: Mapping[str, Model] | None = None,
+        split: Mapping[str, float] | None = None,
+        route_by: str | None = None,
+        shadow: Model | None = None,
+        name: str = "default",
+        version: str | None = None,
+    ) -> None:
+        if inputs is None or not inputs:
+            raise InputError("Scorer needs inputs: {feature name: rtml.request/table/window(...)}")
+        if (model is None) == (variants is None):
+            raise InputError("Scorer needs either a model or variants={name: model} (not both)")
+        self.name = name
+        self.store = store if store is not None else FeatureStore()
+        arms = self._arms(model, variants, split, version)
+        first = arms[0][1]
+        order = self._feature_order(first, inputs)
+        for arm_name, m, _, _ in arms[1:]:
+            self._feature_order(m, inputs, what=f"variant '{arm_name}'")
+        self.features = order
+        self.inputs = {f: inputs[f] for f in order}
+        key_names: list[str] = []
+        key_kinds: list[str] = []
+        fields: list[str] = []
+        tables: list[Table] = []
+        windows: list[Windows] = []
+        plan: list[tuple[int, int, int, int]] = []
+        for feature in order:
+            src = inputs[feature]
+            if isinstance(src, RequestInput):
+                if src.field not in fields:
+                    fields.append(src.field)
+                plan.append((0, fields.index(src.field), 0, 0))
+                continue
+            if isinstance(src, TableInput):
+                obj: Table | Windows = self.store[src.table]
+                if not isinstance(obj, Table):
+                    raise InputError(f"feature '{feature}': '{src.table}' is not a table")
+                if src.field not in obj.columns:
+                    raise InputError(
+                        f"feature '{feature}': table '{src.table}' has no field '{src.field}'; "
+                        f"fields are {obj.columns}"
+                    )
+                kind = 1
+                pool: list[Any] = tables
+                column = obj.columns.index(src.field)
+            elif isinstance(src, WindowInput):
+                obj = self.store[src.windows]
+                if not isinstance(obj, Windows):
+                    raise InputError(f"feature '{feature}': '{src.windows}' is not a window set")
+                if src.column not in obj.columns:
+                    raise InputError(
+                        f"feature '{feature}': window set '{src.windows}' has no column "
+                        f"'{src.column}'; columns are {obj.columns}"
+                    )
+                kind = 2
+                pool = windows
+                column = obj.columns.index(src.column)
+            else:
+                raise InputError(
+                    f"feature '{feature}': expected rtml.request/table/window(...), got {src!r}"
+                )
+            key_kind = "str" if obj.key_type is str else "int"
+            if src.key in fields:
+                raise InputError(f"'{src.key}' is used both as a key and as a request field")
+            if src.key not in key_names:
+                key_names.append(src.key)
+                key_kinds.append(key_kind)
+            elif key_kinds[key_names.index(src.key)] != key_kind:
+                raise InputError(
+                    f"feature '{feature}': key '{src.key}' looks up both str- and int-keyed sources"
+                )
+            if all(o is not obj for o in pool):
+                pool.append(obj)
+            index = next(i for i, o in enumerate(pool) if o is obj)
+            plan.append((kind, index, column, key_names.index(src.key)))
+        for f in fields:
+            if f in key_names:
+                raise InputError(f"'{f}' is used both as a key and as a request field")
+        if route_by is not None and route_by not in key_names:
+            raise InputError(f"route_by '{route_by}' is not one of the request keys {key_names}")
+        if len(arms) > 1 and route_by is None:
+            if not key_names:
+                raise InputError("A/B variants are routed by a request key; the inputs use none")
+            route_by = key_names[0]
+        self.key_names = key_names
+        self.request_fields = fields
+        self.route_by = route_by
+        self._route_key = key_names.index(route_by) if route_by is not None else 0
+        self._arms_py = arms
+        self._shadow: tuple[Model, str] | None = None
+        if shadow is not None:
+            self._feature_order(shadow, inputs, what="shadow model")
+            self._shadow = (shadow, _version_of(shadow, None, "shadow"))
+        self._core = _CoreScorer(
+            plan,
+            key_names,
+            key_kinds,
+            fields,
+            [t._core for t in tables],
+            [w._core for w in windows],
+            [(n, m._forest, v, c) for n, m, v, c in arms],
+            None if shadow is None else shadow._forest,
+            "" if self._shadow is None else self._shadow[1],
+            self._route_key,
+        )
+
+    # -- scoring -------------------------------------------------------------------------
+
+    def score(self, request: Mapping[str, Any], *, now: Any = None) -> float | np.ndarray:
+        """Scores one request: a dict with the key fields and the request fields.
+
+        Returns the model's output (a float, or an array for multi-output models).
+        ``now`` (default: the clock) is the time stored features and windows are read at.
+        """
+        return self._core.score(
+            request if type(request) is dict else dict(request),
+            time.time_ns() if now is None else to_ns(now, what="now"),
+        )
+
+    def score_many(self, data: Any, *, now: Any = None) -> np.ndarray:
+        """Scores many requests given as a DataFrame or a dict of equal-length columns
+        (key columns and request fields). Runs in C++ with the GIL released."""
+        cols = data if isinstance(data, Mapping) else {c: data[c] for c in data.columns}
+        missing = [c for c in [*self.key_names, *self.request_fields] if c not in cols]
+        if missing:
+            raise InputError(f"score_many: the data lacks column(s) {missing}")
+        keys = [self._key_column(cols[k]) for k in self.key_names]
+        n = len(keys[0]) if keys else None
+        if self.request_fields:
+            fields = np.column_stack(
+                [np.asarray(cols[f], dtype=np.float64).reshape(-1) for f in self.request_fields]
+            )
+        else:
+            fields = np.empty((n or 0, 0))
+        return self._core.score_many(keys, fields, to_ns(now, what="now"))
+
+    def explain(self, request: Mapping[str, Any], *, now: Any = None) -> dict[str, Any]:
+        """The assembled feature vector of one request with each feature's source, value,
+        whether it was found, and its age; plus the score and the arm that gave it."""
+        row, age, found, arm, shadow, out = self._core.explain(
+            dict(request), to_ns(now, what="now")
+        )
+        features = {}
+        for i, f in enumerate(self.features):
+            features[f] = {
+                "source": self.inputs[f],
+                "value": row[i],
+                "found": found[i],
+                "age_seconds": None if np.isnan(age[i]) else age[i],
+            }
+        score = out[0] if len(out) == 1 else np.asarray(out)
+        return {
+            "features": features,
+            "score": score,
+            "arm": self._arms_py[arm][0],
+            "shadow_score": None if np.isnan(shadow) else shadow,
+        }
+
+    # -- models --------------------------------------------------------------------------
+
+    def swap_model(
+        self, model: Model, *, version: str | None = None, arm: str | None = None
+    ) -> None:
+        """Replaces the model (or one A/B arm's) atomically while other threads score.
+
+        The new model is validated first (feature names and count, outputs); on error the
+        old one stays. The old model is freed once its last in-flight request finishes.
+        """
+        target = arm if arm is not None else self._arms_py[0][0]
+        names = [a[0] for a in self._arms_py]
+        if target not in names:
+            raise InputError(f"no arm '{target}'; arms are {names}")
+        self._feature_order(model, self.inputs, what="new model")
+        arms = [
+            (n, model, _version_of(model, version, f"{v}+1"), c) if n == target else (n, m, v, c)
+            for n, m, v, c in self._arms_py
+        ]
+        self._publish(arms, self._shadow)
+
+    def set_shadow(self, model: Model | None, *, version: str | None = None) -> None:
+        """Scores every request with ``model`` too (its answers are recorded, never
+        returned); ``None`` removes the shadow."""
+        shadow = None
+        if model is not None:
+            self._feature_order(model, self.inputs, what="shadow model")
+            shadow = (model, _version_of(model, version, "shadow"))
+        self._publish(self._arms_py, shadow)
+
+    @property
+    def versions(self) -> dict[str, Any]:
+        """The arms (name, version, cumulative weight) and the shadow's version."""
+        return self._core.versions()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _publish(
+        self, arms: list[tuple[str, Model, str, float]], shadow: tuple[Model, str] | None
+    ) -> None:
+        self._core.set_config(
+            [(n, m._forest, v, c) for n, m, v, c in arms],
+            None if shadow is None else shadow[0]._forest,
+            "" if shadow is None else shadow[1],
+            self._route_key,
+        )
+        self._arms_py = arms
+        self._shadow = shadow
+
+    @staticmethod
+    def _arms(
+        model: Model | None,
+        variants: Mapping[str, Model] | None,
+        split: Mapping[str, float] | None,
+        version: str | None,
+    ) -> list[tuple[str, Model, str, float]]:
+        if model is not None:
+            if split is not None:
+                raise InputError("split= needs variants=")
+            return [("main", model, _version_of(model, version, "v1"), 1.0)]
+        assert variants is not None
+        if split is None or set(split) != set(variants):
+            raise InputError(f"variants {sorted(variants)} need a split with the same names")
+        total = float(sum(split.values()))
+        if any(w <= 0 for w in split.values()) or abs(total - 1.0) > 1e-9:
+            raise InputError(f"split weights must be positive and sum to 1, got {dict(split)}")
+        arms, acc = [], 0.0
+        for arm_name, m in variants.items():
+            acc += split[arm_name]
+            arms.append((arm_name, m, _version_of(m, None, arm_name), acc))
+        last = arms[-1]
+        arms[-1] = (last[0], last[1], last[2], 1.0)
+        return arms
+
+    @staticmethod
+    def _feature_order(
+        model: Model, inputs: Mapping[str, Input], *, what: str = "model"
+    ) -> list[str]:
+        if not isinstance(model, Model):
+            raise InputError(f"{what}: expected an rtml.Model, got {type(model).__name__}")
+        names = model.feature_names
+        if names:
+            unmatched = [f for f in names if f not in inputs]
+            extra = [f for f in inputs if f not in names]
+            if unmatched or extra:
+                raise InputError(
+                    f"{what}'s features and the inputs differ: model features without an input "
+                    f"{unmatched}; inputs the model does not take {extra}"
+                )
+            return list(names)
+        if len(inputs) != model.num_features:
+            raise InputError(
+                f"{what} takes {model.num_features} features (no names); got {len(inputs)} inputs"
+            )
+        return list(inputs)
+
+    @staticmethod
+    def _key_column(col: Any) -> Any:
+        if isinstance(col, np.ndarray) and col.dtype.kind in "iu":
+            return col
+        if hasattr(col, "to_numpy"):
+            col = col.to_numpy()
+        return col if isinstance(col, (list, np.ndarray)) else list(col)
+
+    def __repr__(self) -> str:
+        return (
+            f"Scorer('{self.name}', {len(self.features)} features, keys={self.key_names}, "
+            f"request fields={self.request_fields}, versions={self.versions})"
+        )
