@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "bindings.h"
+#include "drift.h"
 #include "keys.h"
 #include "rtml/scorer.h"
+#include "rtml/scorer_stats.h"
 
 namespace py = pybind11;
 
@@ -52,7 +54,9 @@ class PyScorer {
   PyScorer(const py::list& inputs, const std::vector<std::string>& key_names,
            const std::vector<std::string>& key_kinds, const std::vector<std::string>& field_names,
            const py::list& tables, const py::list& windows, const py::list& arms, const py::object& shadow,
-           const std::string& shadow_version, uint32_t route_key)
+           const std::string& shadow_version, uint32_t route_key, const std::vector<std::string>& feature_names,
+           const std::vector<int32_t>& age_of, const std::vector<int32_t>& age_from,
+           const std::vector<double>& score_edges, int32_t score_column)
       : tables_(tables), windows_(windows), field_names_(field_names) {
     rtml::ScorerPlan plan;
     for (const auto& in : inputs) {
@@ -75,6 +79,9 @@ class PyScorer {
     for (const auto& f : field_names) field_objs_.emplace_back(f);
     plan.num_fields = static_cast<uint32_t>(field_names.size());
     scorer_ = std::make_unique<rtml::Scorer>(std::move(plan), MakeConfig(arms, shadow, shadow_version, route_key));
+    if (score_column < 0 || score_column >= scorer_->num_outputs()) throw InputError("score_column out of range");
+    stats_ = std::make_unique<rtml::ScorerStats>(feature_names, age_of, age_from, arms.size(), score_edges,
+                                                 score_column);
   }
 
   py::object Score(const py::dict& request, int64_t now_ns) {
@@ -82,11 +89,11 @@ class PyScorer {
     const int32_t nout = scorer_->num_outputs();
     if (nout == 1) {
       double out = 0;
-      Check(scorer_->Score(r.keys.data(), r.fields.data(), now_ns, &out), 0);
+      Check(scorer_->Score(r.keys.data(), r.fields.data(), now_ns, &out, nullptr, stats_.get()), 0);
       return py::float_(out);
     }
     py::array_t<double> out(nout);
-    Check(scorer_->Score(r.keys.data(), r.fields.data(), now_ns, out.mutable_data()), 0);
+    Check(scorer_->Score(r.keys.data(), r.fields.data(), now_ns, out.mutable_data(), nullptr, stats_.get()), 0);
     return std::move(out);
   }
 
@@ -121,7 +128,7 @@ class PyScorer {
     rtml::Status st;
     {
       py::gil_scoped_release release;
-      st = scorer_->ScoreMany(keys.data(), f, n, now_ns, o);
+      st = scorer_->ScoreMany(keys.data(), f, n, now_ns, o, nullptr, stats_.get());
     }
     Check(st, -1);
     return out;
@@ -157,6 +164,56 @@ class PyScorer {
   }
 
   int32_t NumOutputs() const { return scorer_->num_outputs(); }
+
+  void SetDrift(const py::object& monitor) {
+    if (monitor.is_none()) {
+      stats_->SetDrift(nullptr);
+      return;
+    }
+    auto d = DriftOfPy(monitor);
+    if (!d) throw InputError("set_drift: expected an rtml._core.DriftMonitor");
+    stats_->SetDrift(std::move(d));
+  }
+
+  // The stats dict of rtml/metrics.py's schema (without name, versions, psi
+  // and window events, which the Python side adds), with per-arm and shadow
+  // dicts under "variants".
+  py::dict Stats() const {
+    const auto& bounds = rtml::LatencyHistogram::DefaultBoundsNs();
+    const rtml::ScorerStats& s = *stats_;
+    py::dict d;
+    d["requests"] = s.requests.Load();
+    d["errors"] = s.errors.Load();
+    d["rows"] = s.rows.Load();
+    py::dict latency;
+    latency["score"] = LatencySnapshotDict(s.score_latency.Snapshot(), bounds);
+    latency["score_many"] = LatencySnapshotDict(s.score_many_latency.Snapshot(), bounds);
+    d["latency"] = latency;
+    py::dict missing, ages;
+    const auto counts = s.missing.Snapshot();
+    std::vector<py::dict> age_snaps;
+    for (const auto& h : s.ages) age_snaps.push_back(LatencySnapshotDict(h->Snapshot(), bounds));
+    for (size_t f = 0; f < s.features().size(); ++f) {
+      missing[py::str(s.features()[f])] = counts[f];
+      if (s.age_of()[f] >= 0) ages[py::str(s.features()[f])] = age_snaps[static_cast<size_t>(s.age_of()[f])];
+    }
+    d["missing"] = missing;
+    d["feature_age"] = ages;
+    py::list arms;
+    for (size_t a = 0; a < s.arms(); ++a) {
+      py::dict arm;
+      arm["rows"] = s.arm_rows[a]->Load();
+      arm["scores"] = ValueSnapshotDict(s.arm_scores[a]->Snapshot());
+      arms.append(arm);
+    }
+    d["arms"] = arms;
+    py::dict shadow;
+    shadow["rows"] = s.shadow_rows.Load();
+    shadow["scores"] = ValueSnapshotDict(s.shadow_scores->Snapshot());
+    shadow["divergence"] = ValueSnapshotDict(s.divergence->Snapshot());
+    d["shadow"] = shadow;
+    return d;
+  }
 
  private:
   struct RequestView {
@@ -225,6 +282,7 @@ class PyScorer {
   std::vector<py::str> field_objs_;
   std::vector<std::string> field_names_;
   std::unique_ptr<rtml::Scorer> scorer_;
+  std::unique_ptr<rtml::ScorerStats> stats_;
 };
 
 }  // namespace
@@ -233,9 +291,14 @@ void BindScorer(py::module_& m) {
   py::class_<PyScorer>(m, "Scorer", "Core scorer (see rtml.Scorer).")
       .def(py::init<const py::list&, const std::vector<std::string>&, const std::vector<std::string>&,
                     const std::vector<std::string>&, const py::list&, const py::list&, const py::list&,
-                    const py::object&, const std::string&, uint32_t>(),
+                    const py::object&, const std::string&, uint32_t, const std::vector<std::string>&,
+                    const std::vector<int32_t>&, const std::vector<int32_t>&, const std::vector<double>&, int32_t>(),
            py::arg("inputs"), py::arg("key_names"), py::arg("key_kinds"), py::arg("field_names"), py::arg("tables"),
-           py::arg("windows"), py::arg("arms"), py::arg("shadow"), py::arg("shadow_version"), py::arg("route_key"))
+           py::arg("windows"), py::arg("arms"), py::arg("shadow"), py::arg("shadow_version"), py::arg("route_key"),
+           py::arg("feature_names"), py::arg("age_of"), py::arg("age_from"), py::arg("score_edges"),
+           py::arg("score_column"))
+      .def("stats", &PyScorer::Stats)
+      .def("set_drift", &PyScorer::SetDrift, py::arg("monitor"))
       .def("score", &PyScorer::Score, py::arg("request"), py::arg("now_ns"))
       .def("score_many", &PyScorer::ScoreMany, py::arg("key_columns"), py::arg("fields"), py::arg("now_ns"))
       .def("explain", &PyScorer::Explain, py::arg("request"), py::arg("now_ns"))

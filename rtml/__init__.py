@@ -7,6 +7,7 @@ Examples
 True
 """
 
+from rtml import drift, metrics
 from rtml._core import (
     InputError,
     ModelFormatError,
@@ -35,6 +36,8 @@ __all__ = [
     "WindowBatch",
     "Windows",
     "__version__",
+    "drift",
+    "metrics",
     "request",
     "table",
     "window",

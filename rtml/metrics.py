@@ -27,6 +27,9 @@ monotonic since the provider was created (Prometheus counters)::
         "window_events": {"late": 2, "dropped": 0},             # ints
         "scores": <value snapshot>,      # the model's outputs
         "psi": {"amount": 0.02, "__score__": 0.01},  # floats; "__score__": the score's
+        "variants": [<stats dict>, ...],  # per A/B arm / shadow, each with "variant";
+                                          # exported too: they must not repeat the
+                                          # top level's counts (no double counting)
     }
 
 A *latency snapshot* is ``LatencyHistogram.snapshot()`` (integers in ns)::
@@ -312,6 +315,8 @@ class RtmlCollector:
             try:
                 stats = provider.stats()
                 dicts = [stats] if isinstance(stats, Mapping) else list(stats)
+                # A provider's per-variant dicts (A/B arms, shadow) ride along.
+                dicts += [v for d in list(dicts) for v in d.get("variants", ())]
                 samples = [s for d in dicts for s in _samples_of(d)]
             except Exception:
                 _log.exception(

@@ -64,6 +64,15 @@ def window(name: str, column: str, *, key: str) -> WindowInput:
     return WindowInput(name, column, key)
 
 
+def _score_edges(model: Model) -> list[float]:
+    """Bins of the score histogram: 100 over [0, 1] for probabilities, else a symmetric
+    grid of quarter decades from 1e-3 to 1e6 in magnitude."""
+    if model._forest.postprocessor in ("sigmoid", "softmax", "multiclass_ova"):
+        return np.linspace(0.0, 1.0, 101).tolist()
+    mags = 10.0 ** (np.arange(-12, 25) / 4.0)
+    return [*(-mags[::-1]).tolist(), 0.0, *mags.tolist()]
+
+
 def _version_of(model: Model, given: str | None, default: str) -> str:
     if given is not None:
         return given
@@ -196,6 +205,20 @@ class Scorer:
         if shadow is not None:
             self._feature_order(shadow, inputs, what="shadow model")
             self._shadow = (shadow, _version_of(shadow, None, "shadow"))
+        # Feature age: one histogram per (table, key) lookup, read by its features.
+        groups: list[tuple[int, int]] = []
+        age_of: list[int] = []
+        age_from: list[int] = []
+        for f, (kind, index, _, key) in enumerate(plan):
+            if kind != 1:
+                age_of.append(-1)
+                continue
+            if (index, key) not in groups:
+                groups.append((index, key))
+                age_from.append(f)
+            age_of.append(groups.index((index, key)))
+        self._windows = windows
+        self._drift: Any = None
         self._core = _CoreScorer(
             plan,
             key_names,
@@ -207,6 +230,11 @@ class Scorer:
             None if shadow is None else shadow._forest,
             "" if self._shadow is None else self._shadow[1],
             self._route_key,
+            order,
+            age_of,
+            age_from,
+            _score_edges(first),
+            1 if first.num_outputs == 2 else 0,
         )
 
     # -- scoring -------------------------------------------------------------------------
@@ -260,6 +288,114 @@ class Scorer:
             "arm": self._arms_py[arm][0],
             "shadow_score": None if np.isnan(shadow) else shadow,
         }
+
+    # -- monitoring ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Online metrics since the scorer was built, in the schema of :mod:`rtml.metrics`:
+        requests, errors, rows, latency per operation (ns, with p50/p95/p99/p999), missing
+        features per feature, feature age at read, late/dropped window events, the score
+        histogram, PSI (after :meth:`set_reference`), and per A/B arm (score histograms,
+        then not at the top level) and shadow under ``variants`` (the shadow's dict also
+        holds ``divergence``, a histogram of |primary - shadow| of the score).
+        ``rtml.metrics.register(scorer)`` exports it to Prometheus.
+
+        The score is the model's output, or its second column for two-column outputs
+        (the positive class's probability).
+        """
+        raw = self._core.stats()
+        versions = self.versions
+        out: dict[str, Any] = {
+            "name": self.name,
+            "model_version": versions["arms"][0][1],
+            "requests": raw["requests"],
+            "errors": raw["errors"],
+            "rows": raw["rows"],
+            "latency": raw["latency"],
+            "missing": raw["missing"],
+            "feature_age": raw["feature_age"],
+            "window_events": {
+                "late": sum(w.stats()["late"] for w in self._windows),
+                "dropped": sum(w.stats()["dropped"] for w in self._windows),
+            },
+        }
+        # With A/B arms the score histograms are per arm only (under variants), so that
+        # summing over the variant label in Prometheus never counts a row twice.
+        if len(self._arms_py) == 1:
+            out["scores"] = raw["arms"][0]["scores"]
+        if self._drift is not None:
+            out["psi"] = {k: v["psi"] for k, v in self._drift.psi().items()}
+        variants = []
+        if len(self._arms_py) > 1:
+            for (arm_name, _, version, _), arm in zip(self._arms_py, raw["arms"], strict=True):
+                variants.append(
+                    {
+                        "name": self.name,
+                        "variant": arm_name,
+                        "model_version": version,
+                        "scores": arm["scores"],
+                    }
+                )
+        if self._shadow is not None:
+            variants.append(
+                {
+                    "name": self.name,
+                    "variant": "shadow",
+                    "model_version": self._shadow[1],
+                    "scores": raw["shadow"]["scores"],
+                    "divergence": raw["shadow"]["divergence"],
+                }
+            )
+        if variants:
+            out["variants"] = variants
+        return out
+
+    def set_reference(
+        self, X_train: Any, scores: Any = None, *, bins: int = 10, sample_every: int = 1
+    ) -> None:
+        """Captures reference distributions (quantile bins) of every model feature and of
+        the score from training data; from then on every scored row is counted against
+        them (in C++, lock-free; ``sample_every=k`` counts every k-th row) and
+        :meth:`drift` reports PSI. ``X_train`` has the model's features (a DataFrame with
+        those columns, or an array in model order); ``scores`` default to the model's own
+        predictions on it. Calling it again starts over with the new reference."""
+        from rtml.drift import DriftMonitor, reference_from
+
+        if hasattr(X_train, "columns"):
+            missing = [f for f in self.features if f not in X_train.columns]
+            if missing:
+                raise InputError(f"set_reference: X_train lacks feature column(s) {missing}")
+            X = np.asarray(X_train[self.features], dtype=np.float64)
+        else:
+            X = np.asarray(X_train, dtype=np.float64)
+            if X.ndim != 2 or X.shape[1] != len(self.features):
+                raise InputError(
+                    f"set_reference: X_train has shape {X.shape}; "
+                    f"expected (n, {len(self.features)})"
+                )
+        if scores is None:
+            pred = np.asarray(self._arms_py[0][1].predict(X))
+            scores = (
+                pred[:, 1]
+                if pred.ndim == 2 and pred.shape[1] == 2
+                else pred.reshape(len(X), -1)[:, 0]
+            )
+        monitor = DriftMonitor(
+            reference_from(
+                X, np.asarray(scores, dtype=np.float64), bins=bins, feature_names=self.features
+            ),
+            sample_every=sample_every,
+        )
+        self._core.set_drift(monitor._core)
+        self._drift = monitor
+
+    def drift(self) -> dict[str, dict[str, Any]]:
+        """PSI of every feature and of the score (``"__score__"``) since
+        :meth:`set_reference`, each with its level: ``none`` (< 0.1), ``moderate``
+        (0.1 to 0.25) or ``significant`` (>= 0.25)."""
+        if self._drift is None:
+            raise InputError("drift() needs a reference: call set_reference(X_train) first")
+        return self._drift.psi()
 
     # -- models --------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "rtml/scorer.h"
+#include "rtml/scorer_stats.h"
 
 using rtml::CompareOp;
 using rtml::FeatureTable;
@@ -203,6 +204,9 @@ RTML_TEST(SwapUnderConcurrentScoring) {
 #endif
   Fixture fx;
   Scorer sc(fx.Plan(), One(SumOfStumps(4, 1.0), "v1"));
+  // Metrics recorded from every scoring thread at once (TSan checks them too).
+  rtml::ScorerStats stats({"amount", "card_f1", "merchant_f0", "count_1m"}, {-1, 0, 1, -1}, {1, 2}, 1,
+                          {0.0, 10.0, 100.0}, 0);
   const double want_a = Expected({1.0, NAN, NAN, 0.0}, 1.0);
   const double want_b = Expected({1.0, NAN, NAN, 0.0}, 2.0);
   std::atomic<bool> stop{false};
@@ -221,10 +225,11 @@ RTML_TEST(SwapUnderConcurrentScoring) {
       double outs[8];
       while (!stop.load(std::memory_order_relaxed)) {
         double out = 0;
-        if (sc.Score(keys, &amount, 0, &out) != rtml::Status::kOk || (out != want_a && out != want_b)) {
+        if (sc.Score(keys, &amount, 0, &out, nullptr, &stats) != rtml::Status::kOk ||
+            (out != want_a && out != want_b)) {
           wrong.fetch_add(1);
         }
-        if (sc.ScoreMany(many, fields, 8, 0, outs) != rtml::Status::kOk) wrong.fetch_add(1);
+        if (sc.ScoreMany(many, fields, 8, 0, outs, nullptr, &stats) != rtml::Status::kOk) wrong.fetch_add(1);
         for (double o : outs) {
           if (o != want_a && o != want_b) wrong.fetch_add(1);
         }
@@ -239,6 +244,9 @@ RTML_TEST(SwapUnderConcurrentScoring) {
   for (auto& th : scorers) th.join();
   CHECK(wrong.load() == 0);
   CHECK(scored.load() > 0);
+  CHECK(stats.rows.Load() == static_cast<uint64_t>(scored.load()));
+  CHECK(stats.requests.Load() * 9 == static_cast<uint64_t>(scored.load()) * 2);
+  CHECK(stats.missing.Load(1) == static_cast<uint64_t>(scored.load()));  // no card records at all
   std::printf("  %d swaps during %lld scores, %lld wrong\n", kSwaps, static_cast<long long>(scored.load()),
               static_cast<long long>(wrong.load()));
 }

@@ -241,3 +241,100 @@ def test_ab_split_is_stable_and_shadow_is_recorded() -> None:
     solo_b = rtml.Scorer(model_b, store, inputs).score(req, now=2500.0)
     assert got["shadow_score"] == pytest.approx(np.asarray(solo_b).reshape(-1)[0])
     assert single.versions["shadow"] == "candidate"
+
+
+def test_stats_count_requests_missing_features_ages_and_scores() -> None:
+    model, store, inputs, _ = build()
+    scorer = rtml.Scorer(model, store, inputs, name="fraud")
+    rng = np.random.default_rng(3)
+    reqs = requests(rng, 200)
+    for r in reqs[:50]:
+        scorer.score(r, now=2500.0)
+    scorer.score_many(pd.DataFrame(reqs[50:]), now=2500.0)
+    stats = scorer.stats()
+    assert (stats["requests"], stats["rows"], stats["errors"]) == (51, 200, 0)
+    assert stats["latency"]["score"]["count"] == 50 and stats["latency"]["score_many"]["count"] == 1
+    assert stats["latency"]["score"]["p50"] <= stats["latency"]["score"]["p99"]
+    assert set(stats["latency"]["score"]) >= {"p50", "p95", "p99", "p999"}
+    card_missing = sum(int(r["card_id"][1:]) >= 40 for r in reqs)  # cards 40..49 have no record
+    merchant_missing = sum(r["merchant_id"] >= 20 for r in reqs)
+    assert stats["missing"]["avg_amount"] == stats["missing"]["card_age"] == card_missing
+    assert stats["missing"]["merchant_risk"] == merchant_missing
+    assert stats["missing"]["amount"] == 0
+    age = stats["feature_age"]["merchant_risk"]
+    assert age["count"] == 200 - merchant_missing
+    assert age["p50"] == pytest.approx(1500e9, rel=0.01)  # merchants written at 1000 s
+    assert stats["feature_age"]["avg_amount"]["count"] == 200 - card_missing
+    assert "amount" not in stats["feature_age"]
+    assert stats["scores"]["count"] == 200
+    assert stats["window_events"] == {"late": store["card_txn"].stats()["late"], "dropped": 0}
+    assert stats["model_version"] == "v1" and "psi" not in stats
+
+
+def request_only_scorer(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(20_000, 4)), columns=["a", "b", "c", "d"])
+    y = X["a"] + 0.5 * X["b"] - X["c"]
+    model = rtml.Model.load(xgb.XGBRegressor(n_estimators=20, max_depth=3).fit(X, y))
+    scorer = rtml.Scorer(model, None, {c: rtml.request(c) for c in X.columns})
+    return scorer, X
+
+
+def test_drift_detects_a_shift_and_not_a_same_distribution_stream() -> None:
+    scorer, X = request_only_scorer()
+    with pytest.raises(rtml.InputError, match="set_reference"):
+        scorer.drift()
+    scorer.set_reference(X)
+    rng = np.random.default_rng(7)
+    same = pd.DataFrame(rng.normal(size=(20_000, 4)), columns=X.columns)
+    scorer.score_many(same, now=1.0)
+    calm = scorer.drift()
+    assert all(v["level"] == "none" and v["psi"] < 0.1 for v in calm.values()), calm
+    scorer.set_reference(X)  # a new window
+    shifted = same.copy()
+    shifted["a"] += 1.0
+    scorer.score_many(shifted, now=1.0)
+    moved = scorer.drift()
+    assert moved["a"]["level"] == "significant" and moved["a"]["psi"] >= 0.25
+    assert all(moved[c]["psi"] < 0.1 for c in ("b", "c", "d"))
+    assert moved["__score__"]["psi"] >= 0.1  # the score follows a
+    assert scorer.stats()["psi"]["a"] == moved["a"]["psi"]
+
+
+def test_prometheus_scrape_of_a_scorer() -> None:
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+
+    model_a, store, inputs, _ = build(seed=0)
+    model_b, *_ = build(seed=5)
+    scorer = rtml.Scorer(
+        variants={"a": model_a, "b": model_b},
+        split={"a": 0.5, "b": 0.5},
+        store=store,
+        inputs=inputs,
+        name="fraud",
+    )
+    scorer.set_shadow(model_b, version="next")
+    scorer.score_many(pd.DataFrame(requests(np.random.default_rng(4), 400)), now=2500.0)
+    registry = CollectorRegistry()
+    rtml.metrics.register(scorer, registry=registry)
+    with rtml.metrics.serve(0, registry=registry) as server:
+        text = urllib.request.urlopen(server.url, timeout=10).read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    rows = {tuple(sorted(s.labels.items())): s.value for s in families["rtml_rows"].samples}
+    assert rows == {(("scorer", "fraud"), ("variant", "")): 400.0}
+    score_counts = {
+        s.labels["variant"]: s.value
+        for s in families["rtml_score"].samples
+        if s.name == "rtml_score_count"
+    }
+    assert score_counts["a"] + score_counts["b"] == 400 and score_counts["shadow"] == 400
+    missing = {s.labels["feature"]: s.value for s in families["rtml_missing_features"].samples}
+    assert missing["amount"] == 0 and "avg_amount" in missing
+    info = next(f for name, f in families.items() if name.startswith("rtml_model"))
+    assert {"next"} <= {s.labels["version"] for s in info.samples}
+    stats = scorer.stats()
+    assert sum(v["scores"]["count"] for v in stats["variants"] if v["variant"] != "shadow") == 400
+    assert stats["variants"][-1]["divergence"]["count"] == 400

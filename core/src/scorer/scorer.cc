@@ -215,7 +215,8 @@ Status Scorer::Score(const Key* keys, const double* fields, int64_t now_ns, doub
   if (s.values.size() < scratch_size_) s.values.resize(scratch_size_);
   if (s.shadow.size() < static_cast<size_t>(num_outputs_)) s.shadow.resize(static_cast<size_t>(num_outputs_) + 8);
   double* row = trace != nullptr && trace->row != nullptr ? trace->row : s.row.data();
-  Gather(keys, fields, now_ns, row, s.missing.data(), trace != nullptr ? trace->age_s : nullptr, s.values.data());
+  double* age = trace != nullptr && trace->age_s != nullptr ? trace->age_s : s.age.data();
+  Gather(keys, fields, now_ns, row, s.missing.data(), age, s.values.data());
   uint64_t parity = 0;
   const Config* c = Enter(&parity);
   const int32_t arm = Route(*c, keys);
@@ -245,7 +246,7 @@ Status Scorer::Score(const Key* keys, const double* fields, int64_t now_ns, doub
     }
   }
   if (observer != nullptr) {
-    if (st == Status::kOk) observer->OnRow(arm, row, s.missing.data(), out, shadow_out);
+    if (st == Status::kOk) observer->OnRow(arm, row, s.missing.data(), age, out, shadow_out);
     observer->OnCall(false, 1, NowNs() - t0, st != Status::kOk);
   }
   return st;
@@ -267,6 +268,7 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
   constexpr size_t kBlock = 256;
   if (s.row.size() < kBlock * nf) s.row.resize(kBlock * nf);
   if (s.missing.size() < kBlock * nf) s.missing.resize(kBlock * nf);
+  if (s.age.size() < kBlock * nf) s.age.resize(kBlock * nf);
   if (s.values.size() < scratch_size_) s.values.resize(scratch_size_);
   if (s.out.size() < kBlock * nout) s.out.resize(kBlock * nout);
   if (s.shadow.size() < kBlock * nout + 8) s.shadow.resize(kBlock * nout + 8);
@@ -276,8 +278,8 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
     const size_t m = std::min(kBlock, n - b0);
     for (size_t i = 0; i < m; ++i) {
       const size_t r = b0 + i;
-      Gather(keys + r * nk, fields + r * nfields, now_ns, s.row.data() + i * nf, s.missing.data() + i * nf, nullptr,
-             s.values.data());
+      Gather(keys + r * nk, fields + r * nfields, now_ns, s.row.data() + i * nf, s.missing.data() + i * nf,
+             observer != nullptr ? s.age.data() + i * nf : nullptr, s.values.data());
       block_arm[i] = Route(*c, keys + r * nk);
       if (arms != nullptr) arms[r] = block_arm[i];
     }
@@ -319,7 +321,8 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
     }
     if (observer != nullptr) {
       for (size_t i = 0; i < m; ++i) {
-        observer->OnRow(block_arm[i], s.row.data() + i * nf, s.missing.data() + i * nf, out + (b0 + i) * nout,
+        observer->OnRow(block_arm[i], s.row.data() + i * nf, s.missing.data() + i * nf, s.age.data() + i * nf,
+                        out + (b0 + i) * nout,
                         shadow != nullptr ? shadow + i * nout : nullptr);
       }
     }

@@ -1,0 +1,69 @@
+// rtml::ScorerStats: the ScoreObserver that keeps a Scorer's online metrics
+// (latency per operation, requests, errors, rows, missing features, feature
+// age, score histograms per arm and for the shadow, shadow divergence) and
+// feeds its drift monitor.
+//
+// Thread-safety and progress: OnRow/OnCall run on every scoring thread; they
+// only touch wait-free counters and histograms (rtml/metrics.h) and the
+// lock-free DriftMonitor. SetDrift publishes a monitor by pointer; replaced
+// monitors are kept until the stats object dies, so a scoring thread never
+// reads a freed one. Cost per row: a few relaxed atomic adds per arm, one per
+// (table, key) group for feature age, one per missing feature, plus the drift
+// monitor's Observe when one is set (sampled by its sample_every).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "rtml/drift.h"
+#include "rtml/metrics.h"
+#include "rtml/scorer.h"
+
+namespace rtml {
+
+class ScorerStats final : public ScoreObserver {
+ public:
+  // features: model feature names; age_of[f]: index of the feature-age
+  // histogram feature f reads (-1 when f has no age: request fields, windows);
+  // age_from[h]: the feature whose age histogram h records (one per group).
+  // arms: number of A/B arms. score_edges: bins of the score histograms.
+  // score_column: which output is "the score" (e.g. 1 for P(class 1)).
+  ScorerStats(std::vector<std::string> features, std::vector<int32_t> age_of, std::vector<int32_t> age_from,
+              size_t arms, std::vector<double> score_edges, int32_t score_column);
+
+  void OnRow(int32_t arm, const double* row, const uint8_t* missing, const double* age_s, const double* out,
+             const double* shadow_out) noexcept override;
+  void OnCall(bool batch, size_t rows, int64_t latency_ns, bool failed) noexcept override;
+
+  // Publishes a drift monitor (nullptr: none). Its features must be the
+  // scorer's (checked by the caller).
+  void SetDrift(std::shared_ptr<DriftMonitor> drift);
+  std::shared_ptr<DriftMonitor> drift() const;
+
+  const std::vector<std::string>& features() const { return features_; }
+  const std::vector<int32_t>& age_of() const { return age_of_; }
+  size_t arms() const { return arm_rows.size(); }
+
+  Counter requests, errors, rows;
+  LatencyHistogram score_latency, score_many_latency;
+  CounterArray missing;
+  std::vector<std::unique_ptr<LatencyHistogram>> ages;  // per group, ns
+  std::vector<std::unique_ptr<Counter>> arm_rows;
+  std::vector<std::unique_ptr<ValueHistogram>> arm_scores;
+  Counter shadow_rows;
+  std::unique_ptr<ValueHistogram> shadow_scores;
+  std::unique_ptr<ValueHistogram> divergence;  // |primary - shadow| of the score column
+
+ private:
+  std::vector<std::string> features_;
+  std::vector<int32_t> age_of_, age_from_;
+  int32_t score_column_;
+  std::atomic<DriftMonitor*> drift_{nullptr};
+  mutable std::mutex drift_mu_;
+  std::vector<std::shared_ptr<DriftMonitor>> drifts_;  // every monitor ever set (see header)
+};
+
+}  // namespace rtml
