@@ -7,7 +7,10 @@ each record as the 32 bytes of its float32 row (GET/MGET/MSET through redis-py
 with the hiredis parser), and is started here on a free loopback port, with
 persistence off, and stopped by its pid at the end. Latencies are medians over
 repeated calls timed one by one with perf_counter_ns (timer cost included).
-Window aggregates are not measured yet (not implemented).
+Window aggregates (ops count, sum, mean, max over 1m, 10m, 1h, 24h with 10 s base
+buckets) are measured over --entities string keys against the same tiling written with
+Python dicts and with Redis hashes updated by a Lua script (benchmarks/_window_peers.py);
+every engine's answers are checked against rtml's before timing.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable
 import numpy as np
 
 import rtml
+from benchmarks._window_peers import DictWindows, RedisWindows
 
 FIELDS = 8
 
@@ -63,6 +67,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes] | None, int, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.store", description=__doc__)
     p.add_argument("--keys", type=int, default=100_000)
+    p.add_argument("--entities", type=int, default=10_000, help="window entities")
     p.add_argument("--quick", action="store_true", help="fewer calls: a smoke run")
     args = p.parse_args(argv)
     calls = 300 if args.quick else 3000
@@ -104,10 +109,52 @@ def main(argv: list[str] | None = None) -> int:
 
     r["put_many(1000)"] = median_us(dict_put, calls // 10)
 
+    # -- windows ---------------------------------------------------------------------------
+    m = args.entities
+    now = 1_800_000_000.0
+    ents = [f"card-{i:08d}" for i in range(m)]
+    txn = rtml.FeatureStore().windows(
+        "txn",
+        key=str,
+        value="amount",
+        ops=["count", "sum", "mean", "max"],
+        windows=["1m", "10m", "1h", "24h"],
+        bucket="10s",
+        capacity=m,
+        max_future="1000d",
+    )
+    history = 20 * m if not args.quick else 2 * m
+    h_keys = [ents[i] for i in rng.integers(0, m, history)]
+    h_vals = np.round(rng.gamma(2.0, 30.0, history), 2)
+    h_ts = now - rng.random(history) * 86400
+    txn.ingest(h_keys, h_vals, h_ts)
+    peer_dict = DictWindows(txn.layout)
+    peer_dict.ingest(h_keys, h_vals, np.round(h_ts * 1e9).astype(np.int64))
+    w_batch = [ents[i] for i in rng.integers(0, m, 1000)]
+    i_vals = np.round(rng.gamma(2.0, 30.0, 1000), 2)
+    i_ts = now + rng.random(1000)
+    big = 100_000
+    b_keys = [ents[i] for i in rng.integers(0, m, big)]
+    b_vals = np.round(rng.gamma(2.0, 30.0, big), 2)
+    b_ts = now + rng.random(big)
+    now_ns = round((now + 2) * 1e9)
+    want = txn.get_many(w_batch, now=now + 2).values
+    np.testing.assert_allclose(peer_dict.get_many(w_batch, now_ns), want, rtol=1e-9, equal_nan=True)
+    r = results["rtml"]
+    r["ingest(1000)"] = median_us(lambda: txn.ingest(w_batch, i_vals, i_ts), calls // 10)
+    r["ingest(100000)"] = median_us(lambda: txn.ingest(b_keys, b_vals, b_ts), 5)
+    r["window get_many(1000)"] = median_us(lambda: txn.get_many(w_batch, now=now + 2), calls // 10)
+    r = results["dict of numpy rows"]
+    i_ts_ns = np.round(i_ts * 1e9).astype(np.int64)
+    r["ingest(1000)"] = median_us(lambda: peer_dict.ingest(w_batch, i_vals, i_ts_ns), calls // 10)
+    r["ingest(100000)"] = "-"
+    r["window get_many(1000)"] = median_us(lambda: peer_dict.get_many(w_batch, now_ns), calls // 10)
+    window_ops = ["ingest(1000)", "ingest(100000)", "window get_many(1000)"]
+
     proc, port, why = start_redis()
     r = results["redis"]
     if proc is None:
-        for op in ("get", "get_many(1000)", "get_many_into(1000)", "put_many(1000)"):
+        for op in ("get", "get_many(1000)", "get_many_into(1000)", "put_many(1000)", *window_ops):
             r[op] = f"n/a ({why})"
     else:
         try:
@@ -130,12 +177,35 @@ def main(argv: list[str] | None = None) -> int:
             r["get_many_into(1000)"] = "-"
             payload = {k: put_rows[i].tobytes() for i, k in enumerate(batch)}
             r["put_many(1000)"] = median_us(lambda: client.mset(payload), calls // 10)
+            peer_redis = RedisWindows(client, txn.layout)
+            h_ts_ns = np.round(h_ts * 1e9).astype(np.int64)
+            for lo in range(0, history, 20_000):
+                peer_redis.ingest(
+                    h_keys[lo : lo + 20_000], h_vals[lo : lo + 20_000], h_ts_ns[lo : lo + 20_000]
+                )
+            # Bring Redis to the state rtml and the dict are in after their timed ingests.
+            for _ in range(calls // 10 + 1):
+                peer_redis.ingest(w_batch, i_vals, i_ts_ns)
+            for _ in range(6):
+                peer_redis.ingest(b_keys, b_vals, np.round(b_ts * 1e9).astype(np.int64))
+            np.testing.assert_allclose(
+                peer_redis.get_many(w_batch, now_ns),
+                txn.get_many(w_batch, now=now + 2).values,
+                rtol=1e-9,
+                equal_nan=True,
+            )
+            r["ingest(1000)"] = median_us(lambda: peer_redis.ingest(w_batch, i_vals, i_ts_ns), 10)
+            r["ingest(100000)"] = "-"
+            r["window get_many(1000)"] = median_us(lambda: peer_redis.get_many(w_batch, now_ns), 10)
         finally:
             proc.terminate()
             proc.wait(timeout=10)
 
-    ops = ["get", "get_many(1000)", "get_many_into(1000)", "put_many(1000)"]
-    print(f"# Feature table: {n:,} string keys x {FIELDS} float32 fields\n")
+    ops = ["get", "get_many(1000)", "get_many_into(1000)", "put_many(1000)", *window_ops]
+    print(
+        f"# Feature store: tables of {n:,} string keys x {FIELDS} float32 fields; windows of "
+        f"{m:,} entities (count/sum/mean/max over 1m/10m/1h/24h)\n"
+    )
     command = " ".join(["python -m benchmarks.store", *(argv or sys.argv[1:])])
     print(
         f"Command: `{command}`; median µs per call; {os.cpu_count()} CPUs; "
@@ -158,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ratios.append("-")
         print(f"| {op} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    ev = 1e5 / results["rtml"]["ingest(100000)"]
+    print(f"\nrtml window ingest from one 100k-event batch: {ev:.2f} M events/s")
     return 0
 
 

@@ -105,6 +105,7 @@ class PyScorer {
     if (key_columns.size() != nk) throw InputError("score_many: expected " + std::to_string(nk) + " key columns");
     size_t n = fields.ndim() == 2 ? static_cast<size_t>(fields.shape(0)) : 0;
     std::vector<KeyBatch> cols;
+    cols.reserve(nk);
     for (size_t k = 0; k < nk; ++k) {
       cols.push_back(ToKeys(key_columns[k], scorer_->plan().keys[k] == KeyKind::kString));
       if (nf == 0 && k == 0) n = cols[0].size();
