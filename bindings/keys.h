@@ -17,6 +17,13 @@ namespace rtml_bindings {
 // buffer; the keys themselves are contiguous (for FeatureTable::GetMany).
 class KeyBatch {
  public:
+  KeyBatch() = default;
+  KeyBatch(KeyBatch&&) noexcept = default;
+  KeyBatch& operator=(KeyBatch&&) noexcept = default;
+  // Move-only: the keys view bytes_, so a copy's keys would view the original.
+  KeyBatch(const KeyBatch&) = delete;
+  KeyBatch& operator=(const KeyBatch&) = delete;
+
   size_t size() const { return keys_.size(); }
   const rtml::Key& operator[](size_t i) const { return keys_[i]; }
   const rtml::Key* data() const { return keys_.data(); }
