@@ -246,9 +246,12 @@ void WindowTable::Compute(const Word* rec, int64_t newest_ns, int64_t now_ns,
     bool lost = false;
     size_t next = 0;  // next window of this ring to emit
     const auto& windows = ring_windows_[r];
-    for (uint32_t d = 0; d < ring.max_window; ++d) {
+    // Slots are walked downwards with a wrap, not recomputed with a modulo
+    // per bucket (two divisions would cost more than reading the bucket).
+    const int64_t len = ring.length;
+    int64_t slot = ((cur % len) + len) % len;
+    for (uint32_t d = 0; d < ring.max_window; ++d, slot = slot == 0 ? len - 1 : slot - 1) {
       const int64_t j = cur - d;
-      const int64_t slot = ((j % ring.length) + ring.length) % ring.length;
       const Word* b = rec + ring.offset + static_cast<uint64_t>(slot) * bucket_.words;
       const uint64_t n = LoadWord(b[1]);
       const int64_t idx = static_cast<int64_t>(LoadWord(b[0]));
