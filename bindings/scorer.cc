@@ -176,6 +176,56 @@ class PyScorer {
     stats_->SetDrift(std::move(d));
   }
 
+  void EnableLog(uint64_t capacity, uint32_t max_key_bytes) {
+    if (capacity == 0) {
+      stats_->SetLog(nullptr);
+      return;
+    }
+    stats_->SetLog(std::make_shared<rtml::ServingLog>(capacity, static_cast<uint32_t>(scorer_->num_features()),
+                                                      scorer_->plan().keys, max_key_bytes));
+  }
+
+  // The logged rows, oldest first: (positions, now_ns, arms, scores, keys per
+  // key name, features [n, num_features]); None when no log is enabled.
+  py::object Log() const {
+    auto log = stats_->log();
+    if (!log) return py::none();
+    std::vector<rtml::LoggedRow> rows;
+    {
+      py::gil_scoped_release release;
+      rows = log->Snapshot();
+    }
+    const auto n = static_cast<py::ssize_t>(rows.size());
+    const auto nf = static_cast<py::ssize_t>(scorer_->num_features());
+    py::array_t<uint64_t> pos(n);
+    py::array_t<int64_t> now(n);
+    py::array_t<int32_t> arm(n);
+    py::array_t<double> score(n);
+    py::array_t<double> feats({n, nf});
+    double* fp = feats.mutable_data();
+    for (py::ssize_t i = 0; i < n; ++i) {
+      const auto& r = rows[static_cast<size_t>(i)];
+      pos.mutable_data()[i] = r.position;
+      now.mutable_data()[i] = r.now_ns;
+      arm.mutable_data()[i] = r.arm;
+      score.mutable_data()[i] = r.score;
+      std::copy(r.features.begin(), r.features.end(), fp + i * nf);
+    }
+    py::list keys;
+    for (size_t k = 0; k < key_names_.size(); ++k) {
+      if (scorer_->plan().keys[k] == KeyKind::kInt64) {
+        py::array_t<int64_t> col(n);
+        for (py::ssize_t i = 0; i < n; ++i) col.mutable_data()[i] = rows[static_cast<size_t>(i)].int_keys[k];
+        keys.append(col);
+      } else {
+        py::list col;
+        for (const auto& r : rows) col.append(py::str(r.str_keys[k]));
+        keys.append(col);
+      }
+    }
+    return py::make_tuple(pos, now, arm, score, keys, feats);
+  }
+
   // The stats dict of rtml/metrics.py's schema (without name, versions, psi
   // and window events, which the Python side adds), with per-arm and shadow
   // dicts under "variants".
@@ -300,6 +350,8 @@ void BindScorer(py::module_& m) {
            py::arg("score_column"))
       .def("stats", &PyScorer::Stats)
       .def("set_drift", &PyScorer::SetDrift, py::arg("monitor"))
+      .def("enable_log", &PyScorer::EnableLog, py::arg("capacity"), py::arg("max_key_bytes"))
+      .def("log", &PyScorer::Log)
       .def("score", &PyScorer::Score, py::arg("request"), py::arg("now_ns"))
       .def("score_many", &PyScorer::ScoreMany, py::arg("key_columns"), py::arg("fields"), py::arg("now_ns"))
       .def("explain", &PyScorer::Explain, py::arg("request"), py::arg("now_ns"))

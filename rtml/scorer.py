@@ -7,6 +7,7 @@ model sends down its default (missing-value) branch.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -396,6 +397,53 @@ class Scorer:
         if self._drift is None:
             raise InputError("drift() needs a reference: call set_reference(X_train) first")
         return self._drift.psi()
+
+    def enable_log(self, capacity: int = 10_000, *, max_key_bytes: int = 64) -> None:
+        """Keeps the last ``capacity`` scored rows (request keys, time, assembled features,
+        score, arm) in a lock-free ring, so training data can match serving exactly.
+        ``capacity=0`` turns it off. Calling it again starts a new, empty log."""
+        if not isinstance(capacity, int) or capacity < 0:
+            raise InputError(f"enable_log: capacity must be an int >= 0, got {capacity!r}")
+        self._core.enable_log(capacity, max_key_bytes)
+
+    def serving_log(self) -> dict[str, Any]:
+        """The logged rows, oldest first: ``position`` (count of rows logged before),
+        ``time`` (seconds), each key column, ``features`` ``[n, num_features]`` with
+        ``feature_names``, ``score`` and ``arm`` (names)."""
+        got = self._core.log()
+        if got is None:
+            raise InputError("no serving log: call enable_log(capacity) first")
+        pos, now_ns, arm, score, keys, feats = got
+        names = [a[0] for a in self._arms_py]
+        out: dict[str, Any] = {"position": pos, "time": now_ns / 1e9}
+        for name, col in zip(self.key_names, keys, strict=True):
+            out[name] = np.asarray(col) if not isinstance(col, np.ndarray) else col
+        out["features"] = feats
+        out["feature_names"] = list(self.features)
+        out["score"] = score
+        out["arm"] = np.asarray([names[a] if 0 <= a < len(names) else "" for a in arm])
+        return out
+
+    def dump_log(self, path: str | os.PathLike[str]) -> None:
+        """Writes the serving log to ``path``: ``.npz`` (numpy) or ``.parquet`` (one
+        column per key, feature, score, arm and time; needs pandas with pyarrow)."""
+        log = self.serving_log()
+        path = os.fspath(path)
+        if path.endswith(".parquet"):
+            import pandas as pd
+
+            frame = pd.DataFrame(log["features"], columns=log["feature_names"])
+            for k in self.key_names:
+                frame.insert(0, k, log[k])
+            frame["time"] = log["time"]
+            frame["score"] = log["score"]
+            frame["arm"] = log["arm"]
+            frame.to_parquet(path)
+        elif path.endswith(".npz"):
+            arrays = {k: np.asarray(v) for k, v in log.items() if k != "feature_names"}
+            np.savez(path, feature_names=np.asarray(log["feature_names"]), **arrays)
+        else:
+            raise InputError(f"dump_log: {path!r} must end in .npz or .parquet")
 
     # -- models --------------------------------------------------------------------------
 

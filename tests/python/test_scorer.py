@@ -338,3 +338,35 @@ def test_prometheus_scrape_of_a_scorer() -> None:
     stats = scorer.stats()
     assert sum(v["scores"]["count"] for v in stats["variants"] if v["variant"] != "shadow") == 400
     assert stats["variants"][-1]["divergence"]["count"] == 400
+
+
+def test_serving_log_keeps_the_last_rows_as_scored(tmp_path) -> None:
+    model, store, inputs, names = build()
+    scorer = rtml.Scorer(model, store, inputs)
+    with pytest.raises(rtml.InputError, match="enable_log"):
+        scorer.serving_log()
+    scorer.enable_log(100)
+    reqs = requests(np.random.default_rng(9), 150)
+    for r in reqs[:50]:
+        scorer.score(r, now=2500.0)
+    scores = scorer.score_many(pd.DataFrame(reqs[50:]), now=2600.0)
+    log = scorer.serving_log()
+    assert log["position"].tolist() == list(range(50, 150))
+    assert log["card_id"].tolist() == [r["card_id"] for r in reqs[50:]]
+    assert log["merchant_id"].tolist() == [r["merchant_id"] for r in reqs[50:]]
+    np.testing.assert_array_equal(log["time"], 2600.0)
+    np.testing.assert_array_equal(log["score"], scores[:, 1])  # the positive class
+    want = scorer.explain(reqs[120], now=2600.0)["features"]
+    np.testing.assert_array_equal(
+        log["features"][70], [want[f]["value"] for f in log["feature_names"]]
+    )
+    assert log["feature_names"] == names and set(log["arm"]) == {"main"}
+    scorer.dump_log(tmp_path / "log.npz")
+    with np.load(tmp_path / "log.npz") as z:
+        np.testing.assert_array_equal(z["features"], log["features"])
+        assert z["card_id"].tolist() == log["card_id"].tolist()
+    pytest.importorskip("pyarrow")
+    scorer.dump_log(tmp_path / "log.parquet")
+    frame = pd.read_parquet(tmp_path / "log.parquet")
+    assert frame["card_id"].tolist() == log["card_id"].tolist()
+    np.testing.assert_array_equal(frame[names].to_numpy(), log["features"])

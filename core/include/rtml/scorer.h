@@ -79,12 +79,12 @@ struct ScoreTrace {
 class ScoreObserver {
  public:
   virtual ~ScoreObserver() = default;
-  // Each scored row: its arm, assembled features, per-feature missing flags
-  // (1 = a stored feature was absent or expired), per-feature age in seconds
-  // of stored table features (NaN otherwise), the arm's outputs, and the
-  // shadow's outputs (nullptr without a shadow).
-  virtual void OnRow(int32_t arm, const double* row, const uint8_t* missing, const double* age_s,
-                     const double* out, const double* shadow_out) noexcept = 0;
+  // Each scored row: its request keys and time, its arm, assembled features,
+  // per-feature missing flags (1 = a stored feature was absent or expired),
+  // per-feature age in seconds of stored table features (NaN otherwise), the
+  // arm's outputs, and the shadow's outputs (nullptr without a shadow).
+  virtual void OnRow(const Key* keys, int64_t now_ns, int32_t arm, const double* row, const uint8_t* missing,
+                     const double* age_s, const double* out, const double* shadow_out) noexcept = 0;
   // Each call: rows scored, wall time of the whole call, whether it failed.
   virtual void OnCall(bool batch, size_t rows, int64_t latency_ns, bool failed) noexcept = 0;
 };

@@ -21,6 +21,7 @@
 #include "rtml/drift.h"
 #include "rtml/metrics.h"
 #include "rtml/scorer.h"
+#include "rtml/serving_log.h"
 
 namespace rtml {
 
@@ -34,14 +35,17 @@ class ScorerStats final : public ScoreObserver {
   ScorerStats(std::vector<std::string> features, std::vector<int32_t> age_of, std::vector<int32_t> age_from,
               size_t arms, std::vector<double> score_edges, int32_t score_column);
 
-  void OnRow(int32_t arm, const double* row, const uint8_t* missing, const double* age_s, const double* out,
-             const double* shadow_out) noexcept override;
+  void OnRow(const Key* keys, int64_t now_ns, int32_t arm, const double* row, const uint8_t* missing,
+             const double* age_s, const double* out, const double* shadow_out) noexcept override;
   void OnCall(bool batch, size_t rows, int64_t latency_ns, bool failed) noexcept override;
 
   // Publishes a drift monitor (nullptr: none). Its features must be the
   // scorer's (checked by the caller).
   void SetDrift(std::shared_ptr<DriftMonitor> drift);
   std::shared_ptr<DriftMonitor> drift() const;
+  // Publishes a serving log (nullptr: none); kept alive like drift monitors.
+  void SetLog(std::shared_ptr<ServingLog> log);
+  std::shared_ptr<ServingLog> log() const;
 
   const std::vector<std::string>& features() const { return features_; }
   const std::vector<int32_t>& age_of() const { return age_of_; }
@@ -64,6 +68,8 @@ class ScorerStats final : public ScoreObserver {
   std::atomic<DriftMonitor*> drift_{nullptr};
   mutable std::mutex drift_mu_;
   std::vector<std::shared_ptr<DriftMonitor>> drifts_;  // every monitor ever set (see header)
+  std::atomic<ServingLog*> log_{nullptr};
+  std::vector<std::shared_ptr<ServingLog>> logs_;
 };
 
 }  // namespace rtml

@@ -246,7 +246,7 @@ Status Scorer::Score(const Key* keys, const double* fields, int64_t now_ns, doub
     }
   }
   if (observer != nullptr) {
-    if (st == Status::kOk) observer->OnRow(arm, row, s.missing.data(), age, out, shadow_out);
+    if (st == Status::kOk) observer->OnRow(keys, now_ns, arm, row, s.missing.data(), age, out, shadow_out);
     observer->OnCall(false, 1, NowNs() - t0, st != Status::kOk);
   }
   return st;
@@ -321,7 +321,7 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
     }
     if (observer != nullptr) {
       for (size_t i = 0; i < m; ++i) {
-        observer->OnRow(block_arm[i], s.row.data() + i * nf, s.missing.data() + i * nf, s.age.data() + i * nf,
+        observer->OnRow(keys + (b0 + i) * nk, now_ns, block_arm[i], s.row.data() + i * nf, s.missing.data() + i * nf, s.age.data() + i * nf,
                         out + (b0 + i) * nout,
                         shadow != nullptr ? shadow + i * nout : nullptr);
       }

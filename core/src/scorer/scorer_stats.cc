@@ -40,8 +40,9 @@ ScorerStats::ScorerStats(std::vector<std::string> features, std::vector<int32_t>
   divergence = std::make_unique<ValueHistogram>(DivergenceEdges());
 }
 
-void ScorerStats::OnRow(int32_t arm, const double* row, const uint8_t* missing_flags, const double* age_s,
-                        const double* out, const double* shadow_out) noexcept {
+void ScorerStats::OnRow(const Key* keys, int64_t now_ns, int32_t arm, const double* row,
+                        const uint8_t* missing_flags, const double* age_s, const double* out,
+                        const double* shadow_out) noexcept {
   const size_t nf = features_.size();
   for (size_t f = 0; f < nf; ++f) {
     if (missing_flags[f]) missing.Add(f);
@@ -63,6 +64,8 @@ void ScorerStats::OnRow(int32_t arm, const double* row, const uint8_t* missing_f
     const double d = std::fabs(score - shadow_out[score_column_]);
     divergence->Record(std::isnan(d) ? d : std::min(d, 1e3));
   }
+  // Acquire pairs with SetLog's release: the log is fully built.
+  if (ServingLog* log = log_.load(std::memory_order_acquire)) log->Append(keys, now_ns, arm, score, row);
   // Acquire pairs with SetDrift's release: the monitor is fully built.
   DriftMonitor* drift = drift_.load(std::memory_order_acquire);
   if (drift != nullptr && nf <= 1024) {
@@ -88,6 +91,23 @@ void ScorerStats::SetDrift(std::shared_ptr<DriftMonitor> drift) {
   if (drift) drifts_.push_back(drift);
   // Release pairs with OnRow's acquire.
   drift_.store(drift.get(), std::memory_order_release);
+}
+
+void ScorerStats::SetLog(std::shared_ptr<ServingLog> log) {
+  std::lock_guard<std::mutex> lock(drift_mu_);
+  if (log && log->num_features() != features_.size()) throw InputError("serving log: feature count differs");
+  if (log) logs_.push_back(log);
+  // Release pairs with OnRow's acquire.
+  log_.store(log.get(), std::memory_order_release);
+}
+
+std::shared_ptr<ServingLog> ScorerStats::log() const {
+  std::lock_guard<std::mutex> lock(drift_mu_);
+  ServingLog* l = log_.load(std::memory_order_acquire);
+  for (const auto& p : logs_) {
+    if (p.get() == l) return p;
+  }
+  return nullptr;
 }
 
 std::shared_ptr<DriftMonitor> ScorerStats::drift() const {
