@@ -238,6 +238,98 @@ class Scorer:
             1 if first.num_outputs == 2 else 0,
         )
 
+    @classmethod
+    def from_config(
+        cls, config: str | os.PathLike[str] | Mapping[str, Any], store: FeatureStore | None = None
+    ) -> Scorer:
+        """Builds a scorer from a TOML or JSON file (or the same as a dict), e.g.::
+
+            name = "fraud"
+            model = "fraud.rtml"            # or [variants] a = "...", b = "..." + [split]
+            version = "v1"                  # optional
+            route_by = "card_id"            # optional (A/B)
+            shadow = "candidate.rtml"       # optional
+
+            [inputs]
+            amount = { request = "amount" }
+            avg_amount_30d = { table = "card", field = "avg_amount_30d", key = "card_id" }
+            txn_count_10m = { window = "card_txn", column = "amount_count_10m", key = "card_id" }
+
+        Model paths are relative to the file. Every problem raises ``InputError`` naming
+        the entry.
+        """
+        base = "."
+        if isinstance(config, Mapping):
+            cfg: Mapping[str, Any] = config
+        else:
+            path = os.fspath(config)
+            base = os.path.dirname(os.path.abspath(path))
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read()
+            except OSError as e:
+                raise InputError(f"scorer config {path!r}: cannot read: {e}") from None
+            try:
+                if path.endswith(".json"):
+                    import json
+
+                    cfg = json.loads(raw)
+                else:
+                    try:
+                        import tomllib
+                    except ModuleNotFoundError:  # Python 3.10
+                        import tomli as tomllib
+                    cfg = tomllib.loads(raw.decode())
+            except ValueError as e:
+                raise InputError(f"scorer config {path!r}: not valid TOML/JSON: {e}") from None
+        known = {"name", "model", "version", "variants", "split", "route_by", "shadow", "inputs"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise InputError(f"scorer config: unknown entries {unknown}; known are {sorted(known)}")
+
+        def load(entry: Any, what: str) -> Model:
+            if not isinstance(entry, str):
+                raise InputError(f"scorer config: {what} must be a model file path, got {entry!r}")
+            return Model.load(entry if os.path.isabs(entry) else os.path.join(base, entry))
+
+        inputs: dict[str, Input] = {}
+        for feature, src in dict(cfg.get("inputs") or {}).items():
+            if not isinstance(src, Mapping):
+                raise InputError(f"scorer config: input '{feature}' must be a table, got {src!r}")
+            kinds = [k for k in ("request", "table", "window") if k in src]
+            try:
+                if kinds == ["request"] and set(src) == {"request"}:
+                    inputs[feature] = request(str(src["request"]))
+                elif kinds == ["table"] and set(src) == {"table", "field", "key"}:
+                    inputs[feature] = table(
+                        str(src["table"]), str(src["field"]), key=str(src["key"])
+                    )
+                elif kinds == ["window"] and set(src) == {"window", "column", "key"}:
+                    inputs[feature] = window(
+                        str(src["window"]), str(src["column"]), key=str(src["key"])
+                    )
+                else:
+                    raise KeyError
+            except KeyError:
+                raise InputError(
+                    f"scorer config: input '{feature}' = {dict(src)!r}; expected "
+                    "{request = ...}, {table, field, key} or {window, column, key}"
+                ) from None
+        variants = cfg.get("variants")
+        return cls(
+            None if variants else load(cfg.get("model"), "model"),
+            store,
+            inputs,
+            variants={k: load(v, f"variant '{k}'") for k, v in variants.items()}
+            if variants
+            else None,
+            split=dict(cfg["split"]) if "split" in cfg else None,
+            route_by=cfg.get("route_by"),
+            shadow=load(cfg["shadow"], "shadow") if "shadow" in cfg else None,
+            name=str(cfg.get("name", "default")),
+            version=cfg.get("version"),
+        )
+
     # -- scoring -------------------------------------------------------------------------
 
     def score(self, request: Mapping[str, Any], *, now: Any = None) -> float | np.ndarray:

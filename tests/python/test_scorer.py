@@ -370,3 +370,37 @@ def test_serving_log_keeps_the_last_rows_as_scored(tmp_path) -> None:
     frame = pd.read_parquet(tmp_path / "log.parquet")
     assert frame["card_id"].tolist() == log["card_id"].tolist()
     np.testing.assert_array_equal(frame[names].to_numpy(), log["features"])
+
+
+def test_from_config_toml_and_json(tmp_path) -> None:
+    import json
+
+    model, store, inputs, _ = build()
+    model.save(tmp_path / "fraud.rtml")
+    toml = ['name = "fraud"', 'model = "fraud.rtml"', 'version = "v7"', "", "[inputs]"]
+    config: dict = {"name": "fraud", "model": "fraud.rtml", "version": "v7", "inputs": {}}
+    for feature, src in inputs.items():
+        if isinstance(src, rtml.scorer.RequestInput):
+            entry = {"request": src.field}
+        elif isinstance(src, rtml.scorer.TableInput):
+            entry = {"table": src.table, "field": src.field, "key": src.key}
+        else:
+            entry = {"window": src.windows, "column": src.column, "key": src.key}
+        config["inputs"][feature] = entry
+        toml.append(f"{feature} = {{ " + ", ".join(f'{k} = "{v}"' for k, v in entry.items()) + " }")
+    (tmp_path / "scorer.toml").write_text("\n".join(toml))
+    (tmp_path / "scorer.json").write_text(json.dumps(config))
+    direct = rtml.Scorer(model, store, inputs)
+    req = {"card_id": "c3", "merchant_id": 2, "amount": 0.4, "hour": 3}
+    for path in ("scorer.toml", "scorer.json"):
+        scorer = rtml.Scorer.from_config(tmp_path / path, store)
+        np.testing.assert_array_equal(scorer.score(req, now=2500.0), direct.score(req, now=2500.0))
+        assert scorer.name == "fraud" and scorer.versions["arms"][0][1] == "v7"
+    bad = dict(config, inputs={**config["inputs"], "hour": {"table": "card"}})
+    with pytest.raises(rtml.InputError, match="input 'hour'"):
+        rtml.Scorer.from_config(bad, store)
+    with pytest.raises(rtml.InputError, match="unknown entries"):
+        rtml.Scorer.from_config({**config, "modle": "x"}, store)
+    (tmp_path / "broken.toml").write_text("name = ")
+    with pytest.raises(rtml.InputError, match="not valid TOML"):
+        rtml.Scorer.from_config(tmp_path / "broken.toml", store)
