@@ -128,6 +128,12 @@ class FeatureTable {
                TableStatus* status) const noexcept;
   static constexpr size_t kGetManyAhead = 8;  // a power of two; 4 to 32 measured alike
 
+  // A hint for a read of key soon: prefetches the record at key's first probe
+  // slot, its header and bytes [value_offset, value_offset + bytes) of its
+  // value words (e.g. the ring buckets a window query will read). Reads
+  // nothing, never fails; a caller batching lookups overlaps their misses.
+  void Prefetch(const Key& key, size_t value_offset_bytes, size_t bytes) const noexcept;
+
   // Read-modify-write of key's record under its lock, inserting it if absent:
   //   fn(Word* values, bool fresh, int64_t* event_ns) -> TableStatus
   // values are the record's num_fields value words (LoadWord / StoreWord).

@@ -135,6 +135,7 @@ class Scorer {
   void Gather(const Key* keys, const double* fields, int64_t now_ns, double* row, uint8_t* missing,
               double* age_s, double* scratch) const noexcept;
   int32_t Route(const Config& c, const Key* keys) const noexcept;
+  void Prefetch(const Key* keys, int64_t now_ns) const noexcept;  // a later row's lookups
   const Config* Enter(uint64_t* parity) const noexcept;
   void Leave(uint64_t parity) const noexcept;
 

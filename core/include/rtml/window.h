@@ -94,6 +94,9 @@ class WindowTable {
   // a record, kNotFound when not (out then holds the empty-window values).
   TableStatus Query(const Key& key, int64_t now_ns, double* out) const noexcept;
 
+  // A hint that Query(key, now_ns) comes soon: prefetches the buckets it reads.
+  void Prefetch(const Key& key, int64_t now_ns) const noexcept;
+
   IngestCounters counters() const noexcept;
   // Restores counters from a snapshot.
   void SetCounters(const IngestCounters& c) noexcept;

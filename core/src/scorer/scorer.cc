@@ -193,6 +193,16 @@ void Scorer::Gather(const Key* keys, const double* fields, int64_t now_ns, doubl
   }
 }
 
+void Scorer::Prefetch(const Key* keys, int64_t now_ns) const noexcept {
+  for (const Group& g : groups_) {
+    if (g.kind == InputSource::Kind::kTable) {
+      plan_.tables[g.source]->Prefetch(keys[g.key], 0, 256);
+    } else {
+      plan_.windows[g.source]->Prefetch(keys[g.key], now_ns);
+    }
+  }
+}
+
 int32_t Scorer::Route(const Config& c, const Key* keys) const noexcept {
   if (c.c.arms.size() == 1) return 0;
   const double u = static_cast<double>(RouteHash(keys[c.c.route_key]) >> 11) * 0x1.0p-53;
@@ -266,6 +276,7 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
   // Rows are gathered into blocks and each block scored with one batch call,
   // so the model's batch kernel runs; rows are grouped per arm for A/B.
   constexpr size_t kBlock = 256;
+  constexpr size_t kAhead = 4;
   if (s.row.size() < kBlock * nf) s.row.resize(kBlock * nf);
   if (s.missing.size() < kBlock * nf) s.missing.resize(kBlock * nf);
   if (s.age.size() < kBlock * nf) s.age.resize(kBlock * nf);
@@ -278,6 +289,9 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
     const size_t m = std::min(kBlock, n - b0);
     for (size_t i = 0; i < m; ++i) {
       const size_t r = b0 + i;
+      // Lookups of a later row are hinted now, so their cache misses overlap
+      // this row's work instead of each stalling in turn.
+      if (r + kAhead < n) Prefetch(keys + (r + kAhead) * nk, now_ns);
       Gather(keys + r * nk, fields + r * nfields, now_ns, s.row.data() + i * nf, s.missing.data() + i * nf,
              observer != nullptr ? s.age.data() + i * nf : nullptr, s.values.data());
       block_arm[i] = Route(*c, keys + r * nk);

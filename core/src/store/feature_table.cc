@@ -278,6 +278,16 @@ void FeatureTable::GetMany(const Key* keys, size_t n, int64_t now_ns, double* va
   }
 }
 
+void FeatureTable::Prefetch(const Key& key, size_t value_offset_bytes, size_t bytes) const noexcept {
+  if (CheckKey(key) != TableStatus::kOk) return;
+  const Word* rec = words_ + (HashKey(key) & mask_) * record_words_;
+  __builtin_prefetch(rec, 0, 3);
+  const size_t value_bytes = static_cast<size_t>(schema_.num_fields) * sizeof(Word);
+  if (bytes == 0 || value_offset_bytes >= value_bytes) return;
+  PrefetchLines(reinterpret_cast<const char*>(Values(rec)) + value_offset_bytes,
+                std::min(bytes, value_bytes - value_offset_bytes));
+}
+
 TableStatus FeatureTable::Upsert(const Key& key, const double* values, int64_t event_ns) noexcept {
   const uint32_t n = schema_.num_fields;
   return Update(key, event_ns, [&](Word* vals, bool fresh, int64_t* ev) {

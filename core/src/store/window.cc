@@ -318,6 +318,25 @@ TableStatus WindowTable::Query(const Key& key, int64_t now_ns, double* out) cons
   return st;
 }
 
+void WindowTable::Prefetch(const Key& key, int64_t now_ns) const noexcept {
+  for (size_t r = 0; r < rings_.size(); ++r) {
+    const Ring& ring = rings_[r];
+    const int64_t len = ring.length;
+    const int64_t cur = FloorDiv(now_ns, ring.bucket_ns);
+    // The window's buckets are the slots [first, cur] modulo len, read downwards.
+    const int64_t top = ((cur % len) + len) % len;
+    const int64_t first = top - static_cast<int64_t>(ring.max_window) + 1;
+    const size_t bw = size_t{bucket_.words} * sizeof(uint64_t);
+    const size_t base = size_t{ring.offset} * sizeof(uint64_t);
+    if (first >= 0) {
+      table_.Prefetch(key, base + static_cast<size_t>(first) * bw, static_cast<size_t>(top - first + 1) * bw);
+    } else {
+      table_.Prefetch(key, base, static_cast<size_t>(top + 1) * bw);
+      table_.Prefetch(key, base + static_cast<size_t>(len + first) * bw, static_cast<size_t>(-first) * bw);
+    }
+  }
+}
+
 IngestCounters WindowTable::counters() const noexcept {
   IngestCounters c;
   c.events = events_.v.load(std::memory_order_relaxed);
