@@ -179,29 +179,34 @@ def test_sweep_frees_capacity() -> None:
 
 
 def test_threads_never_read_a_torn_record() -> None:
-    """Writers store (e, e + 1, e + 2) for event e; readers check it on every hit."""
-    table = make_table(ttl=None, key=int, capacity=64)
-    keys = np.arange(32, dtype=np.int64)
+    """Writers store (e, e + 1, e + 2) for event e; readers check it on every hit:
+    over 10^7 record reads under continuous writes (batch calls run without the GIL,
+    so readers and writers really overlap)."""
+    table = make_table(ttl=None, key=int, capacity=2048)
+    keys = np.arange(1024, dtype=np.int64)
     stop = threading.Event()
     bad: list[str] = []
+    reads = [0, 0]
+    step = np.arange(3, dtype=np.float64)
 
     def writer(offset: int) -> None:
         e = offset
         while not stop.is_set():
             e += 2
-            rows = np.array([[e, e + 1, e + 2]] * len(keys), dtype=np.float64)
+            rows = np.broadcast_to(e + step, (len(keys), 3))
             table.put_many(keys, rows, ts=np.full(len(keys), e * 1e-6))
 
-    def reader() -> None:
+    def reader(r: int) -> None:
         out = np.empty((len(keys), 3), dtype=np.float32)
-        for _ in range(300):
+        for _ in range(5000):
             found = table.get_many_into(keys, out, now=1e9)
             hit = out[found]
             if not ((hit[:, 1] == hit[:, 0] + 1) & (hit[:, 2] == hit[:, 0] + 2)).all():
                 bad.append(repr(hit[:3]))
+            reads[r] += len(keys)
 
     writers = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
-    readers = [threading.Thread(target=reader) for _ in range(2)]
+    readers = [threading.Thread(target=reader, args=(r,)) for r in range(2)]
     for t in writers + readers:
         t.start()
     for t in readers:
@@ -210,3 +215,4 @@ def test_threads_never_read_a_torn_record() -> None:
     for t in writers:
         t.join()
     assert not bad, bad[:3]
+    assert sum(reads) >= 10_000_000
