@@ -96,6 +96,18 @@ def _times_ns(ts: Any, n: int) -> np.ndarray:
     raise InputError(f"ts has dtype {arr.dtype}: expected seconds or datetime64")
 
 
+def _check_future(event_ns: np.ndarray, max_future_seconds: float, where: str) -> None:
+    """Refuses a batch (before anything is written) whose event times lie more than
+    max_future_seconds ahead of the clock; ``where`` names a row, e.g. "table 't', row"."""
+    limit = time.time_ns() + int(max_future_seconds * 1e9)
+    if len(event_ns) and event_ns.max() > limit:
+        row = int(np.argmax(event_ns > limit))
+        raise InputError(
+            f"{where} {row}: event time {event_ns[row] / 1e9:.3f} is more than "
+            f"{max_future_seconds:g} s in the future (max_future); nothing was written"
+        )
+
+
 @dataclass(frozen=True)
 class Batch:
     """Result of :meth:`Table.get_many`: values ``float32 [n, fields]`` (NaN when
@@ -198,14 +210,7 @@ class Table:
         n = len(key_list)
         matrix = self._matrix(values, n)
         event_ns = _times_ns(ts, n)
-        limit = time.time_ns() + int(self.max_future_seconds * 1e9)
-        if n and event_ns.max() > limit:
-            row = int(np.argmax(event_ns > limit))
-            raise InputError(
-                f"table '{self.name}', row {row}: event time {event_ns[row] / 1e9:.3f} is more "
-                f"than {self.max_future_seconds:g} s in the future (max_future); nothing was "
-                "written"
-            )
+        _check_future(event_ns, self.max_future_seconds, f"table '{self.name}', row")
         status = self._core.put_many(key_list, matrix, event_ns)
         return int(np.count_nonzero(status == 2))
 

@@ -8,7 +8,6 @@ the exact semantics (resolution, late and dropped events, "as of" reads).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 
 from rtml._core import InputError
 from rtml._core import WindowTable as _CoreWindows
-from rtml.store import _times_ns, parse_duration, to_ns
+from rtml.store import _check_future, _times_ns, parse_duration, to_ns
 
 OPS = ("count", "sum", "mean", "min", "max", "stddev", "last")
 
@@ -185,14 +184,7 @@ class Windows:
                 "nothing was stored"
             )
         event_ns = _times_ns(ts, n)
-        limit = time.time_ns() + int(self.max_future_seconds * 1e9)
-        if n and event_ns.max() > limit:
-            row = int(np.argmax(event_ns > limit))
-            raise InputError(
-                f"windows '{self.name}', event {row}: event time {event_ns[row] / 1e9:.3f} is "
-                f"more than {self.max_future_seconds:g} s in the future (max_future); nothing "
-                "was stored"
-            )
+        _check_future(event_ns, self.max_future_seconds, f"windows '{self.name}', event")
         return self._core.ingest(keys, vals, event_ns)
 
     def sweep(self, *, now: Any = None) -> int:

@@ -220,6 +220,7 @@ class FeatureTable {
     }
   }
   void CopyOnWrite(uint64_t slot, const Word* rec) noexcept;
+  void CopyOnce(uint64_t slot, const Word* rec) const noexcept;  // rec locked
   void ScanForSnapshot() const;
   void AppendRecord(const Word* rec, std::string* out) const;  // rec locked and live
 

@@ -7,7 +7,11 @@
 #include <limits>
 #include <thread>
 
+#include "../common/bits.h"
+
 namespace rtml {
+
+using internal::Mix64;
 
 namespace {
 
@@ -17,15 +21,6 @@ inline int64_t NowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBULL;
-  x ^= x >> 31;
-  return x;
 }
 
 // Stable across processes and versions: routing must not move between runs.

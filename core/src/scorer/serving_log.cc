@@ -4,24 +4,18 @@
 #include <algorithm>
 #include <cstring>
 
+#include "../common/bits.h"
+
 namespace rtml {
+
+using internal::Bits;
+using internal::FromBits;
 
 namespace {
 
 // Slot layout: [seq][position + 1][now_ns][arm][score][keys...][features...];
 // position + 1 so that 0 marks a never-written slot.
 constexpr uint64_t kSeq = 0, kPos = 1, kNow = 2, kArm = 3, kScore = 4, kHead = 5;
-
-inline uint64_t Bits(double v) {
-  uint64_t b;
-  std::memcpy(&b, &v, 8);
-  return b;
-}
-inline double FromBits(uint64_t b) {
-  double v;
-  std::memcpy(&v, &b, 8);
-  return v;
-}
 
 }  // namespace
 

@@ -8,7 +8,13 @@
 #include <new>
 #include <string>
 
+#include "../common/bits.h"
+
 namespace rtml {
+
+using internal::Mix64;
+using internal::Bits;
+using internal::FromBits;
 
 namespace {
 
@@ -22,15 +28,6 @@ inline void FenceAfterLock() {
 }
 
 constexpr std::memory_order kInLock = kRecordOrder;
-
-inline uint64_t Mix64(uint64_t x) {  // splitmix64's finalizer
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ULL;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBULL;
-  x ^= x >> 31;
-  return x;
-}
 
 // String keys are stored as 64-bit words holding 8 key bytes each in memory
 // order (the last word zero-padded), as memcpy into a zeroed word gives.
@@ -85,18 +82,6 @@ __attribute__((always_inline)) inline uint64_t HashKey(const Key& key) {
 __attribute__((always_inline)) inline void PrefetchLines(const char* p, size_t bytes) {
   for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, /*rw=*/0, /*locality=*/3);
   __builtin_prefetch(p + bytes - 1, /*rw=*/0, /*locality=*/3);
-}
-
-inline uint64_t Bits(double v) {
-  uint64_t b;
-  std::memcpy(&b, &v, sizeof(b));
-  return b;
-}
-
-inline double FromBits(uint64_t b) {
-  double v;
-  std::memcpy(&v, &b, sizeof(v));
-  return v;
 }
 
 // Copies n value words out of a record inside its seqlock. Unrolled by hand:

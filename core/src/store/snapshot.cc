@@ -68,31 +68,34 @@ void FeatureTable::AppendRecord(const Word* rec, std::string* out) const {
   for (uint32_t f = 0; f < schema_.num_fields; ++f) Put<uint64_t>(out, LoadWord(vals[f]));
 }
 
+void FeatureTable::CopyOnce(uint64_t slot, const Word* rec) const noexcept {
+  // Writers and the scan both call this with the record locked: whichever
+  // comes first copies the pre-cut state, exactly once.
+  SnapState& st = *snap_;
+  if (st.copied[slot].exchange(1, std::memory_order_relaxed) != 0 || (LoadWord(rec[kMetaWord]) & 3) != kLive) {
+    return;
+  }
+  std::lock_guard<std::mutex> lock(st.mu);
+  try {
+    AppendRecord(rec, &st.out);
+    ++st.records;
+  } catch (const std::bad_alloc&) {
+    st.failed = true;
+  }
+}
+
 void FeatureTable::CopyOnWrite(uint64_t slot, const Word* rec) noexcept {
   // Dekker with Take's active_.store(false) + wait: either this writer sees
   // the cut withdrawn, or Take waits for it to leave.
   gate_->in_flight_.fetch_add(1, std::memory_order_seq_cst);
   if (gate_->active_.load(std::memory_order_seq_cst) && snap_ != nullptr) {
-    SnapState& st = *snap_;
-    // The record lock is held, and the scan takes it too: one of the two
-    // copies the pre-cut state, exactly once.
-    if (st.copied[slot].exchange(1, std::memory_order_relaxed) == 0 &&
-        (LoadWord(rec[kMetaWord]) & 3) == kLive) {
-      std::lock_guard<std::mutex> lock(st.mu);
-      try {
-        AppendRecord(rec, &st.out);
-        ++st.records;
-      } catch (const std::bad_alloc&) {
-        st.failed = true;
-      }
-    }
+    CopyOnce(slot, rec);
   }
   // Release pairs with Take's acquire wait: the copy above is complete.
   gate_->in_flight_.fetch_sub(1, std::memory_order_release);
 }
 
 void FeatureTable::ScanForSnapshot() const {
-  SnapState& st = *snap_;
   for (uint64_t slot = 0; slot <= mask_; ++slot) {
     Word* rec = Record(slot);
     // Never-used slots stay untouched (their pages unmapped): a record can only
@@ -100,16 +103,7 @@ void FeatureTable::ScanForSnapshot() const {
     // (seq_cst pairs with the claim's CAS and the writer's gate check).
     if ((rec[kMetaWord].load(std::memory_order_seq_cst) & 3) == kEmpty) continue;
     const uint64_t s = Lock(rec);
-    if (st.copied[slot].exchange(1, std::memory_order_relaxed) == 0 &&
-        (LoadWord(rec[kMetaWord]) & 3) == kLive) {
-      std::lock_guard<std::mutex> lock(st.mu);
-      try {
-        AppendRecord(rec, &st.out);
-        ++st.records;
-      } catch (const std::bad_alloc&) {
-        st.failed = true;
-      }
-    }
+    CopyOnce(slot, rec);
     Unlock(rec, s);
   }
 }

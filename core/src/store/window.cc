@@ -7,7 +7,12 @@
 #include <limits>
 #include <string>
 
+#include "../common/bits.h"
+
 namespace rtml {
+
+using internal::Bits;
+using internal::FromBits;
 
 namespace {
 
@@ -17,18 +22,6 @@ constexpr uint32_t kMaxRecordWords = 65536;
 inline int64_t FloorDiv(int64_t a, int64_t b) {
   const int64_t q = a / b;
   return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
-inline uint64_t Bits(double v) {
-  uint64_t b;
-  std::memcpy(&b, &v, sizeof(b));
-  return b;
-}
-
-inline double FromBits(uint64_t b) {
-  double v;
-  std::memcpy(&v, &b, sizeof(v));
-  return v;
 }
 
 inline double LoadD(const Word& w) { return FromBits(LoadWord(w)); }
