@@ -57,6 +57,8 @@ class PyTable {
     if (static_cast<size_t>(event_ns.size()) != n) {
       throw InputError("ts must hold one event time per key");
     }
+    // Refused keys are found before anything is written: all-or-nothing.
+    CheckKeyLengths(b, table_->schema().max_key_bytes, "row");
     py::array_t<int8_t> status(static_cast<py::ssize_t>(n));
     int8_t* st = status.mutable_data();
     const double* v = values.data();

@@ -93,6 +93,17 @@ KeyBatch ToKeys(const py::handle& keys, bool string_keys) {
   return b;
 }
 
+void CheckKeyLengths(const KeyBatch& b, uint32_t max_key_bytes, const char* what) {
+  for (size_t i = 0; i < b.size(); ++i) {
+    const rtml::Key& k = b[i];
+    if (k.is_string && k.s.size() > max_key_bytes) {
+      throw rtml::InputError(std::string(what) + " " + std::to_string(i) + ": key " + b.Text(i) + " is too long (" +
+                             std::to_string(k.s.size()) + " bytes, max_key_bytes=" + std::to_string(max_key_bytes) +
+                             "); nothing was stored");
+    }
+  }
+}
+
 rtml::KeyKind KeyKindFromName(const std::string& name) {
   if (name == "int") return rtml::KeyKind::kInt64;
   if (name == "str") return rtml::KeyKind::kString;

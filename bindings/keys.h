@@ -41,6 +41,10 @@ class KeyBatch {
 // first key of the wrong type (None, NaN, float, bool, str for an int table).
 KeyBatch ToKeys(const pybind11::handle& keys, bool string_keys);
 
+// Throws InputError for the first key longer than max_key_bytes, naming it as
+// "<what> <index>"; called before a batch writes anything (all-or-nothing).
+void CheckKeyLengths(const KeyBatch& b, uint32_t max_key_bytes, const char* what);
+
 rtml::KeyKind KeyKindFromName(const std::string& name);
 const char* StatusText(rtml::TableStatus s);
 

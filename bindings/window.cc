@@ -68,14 +68,7 @@ class PyWindows {
                        " values and " + std::to_string(event_ns.size()) + " event times");
     }
     // Refused keys are found before anything is written: all-or-nothing.
-    const uint32_t max_key = t_->spec().max_key_bytes;
-    for (size_t i = 0; t_->spec().key_kind == KeyKind::kString && i < n; ++i) {
-      if (b[i].s.size() > max_key) {
-        throw InputError("event " + std::to_string(i) + ": key " + b.Text(i) + " is " +
-                         std::to_string(b[i].s.size()) + " bytes, longer than max_key_bytes=" +
-                         std::to_string(max_key) + "; nothing was stored");
-      }
-    }
+    CheckKeyLengths(b, t_->spec().max_key_bytes, "event");
     const double* v = values.data();
     const int64_t* ev = event_ns.data();
     uint64_t dropped = 0;

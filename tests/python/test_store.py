@@ -145,6 +145,10 @@ def test_bad_input_is_refused_and_nothing_stored_is_damaged() -> None:
     with pytest.raises(rtml.InputError):
         table.put_many(["n1", "n2"], [[1, 2, 3], [1, 2.5, 3]], ts=1.0)
     assert table.get("n1", now=2.0) is None
+    too_long = r"row 1: key 'way-too-long' is too long .* nothing was stored"
+    with pytest.raises(rtml.InputError, match=too_long):
+        table.put_many(["n1", "way-too-long"], [[1, 2, 3], [1, 2, 3]], ts=1.0)
+    assert table.get("n1", now=2.0) is None
     # Capacity: the rows before the refused one are stored, the rest are not.
     with pytest.raises(rtml.InputError, match=r"row 2 \(key 'c3'\): table full"):
         table.put_many(["c1", "c2", "c3", "c4"], np.ones((4, 3)), ts=1.0)
