@@ -25,6 +25,10 @@
 //   - an entity without events in a window reads count 0, sum 0 and NaN for
 //     mean, min, max, stddev (population) and last.
 //
+// Each ring also keeps an occupancy bitmap (bit s set while slot s holds a
+// bucket inside the ring's span), so a query reads only occupied buckets:
+// sparse entities, the common case, cost a bitmap scan plus their few buckets.
+//
 // Thread-safety and progress: Ingest may run on any number of threads (a
 // record is updated under its seqlock; writers of one entity serialize).
 // Query is lock-free and never blocks writers; it never mixes two states of a
@@ -109,7 +113,8 @@ class WindowTable {
     int64_t bucket_ns;
     uint32_t length;       // buckets held
     uint32_t max_window;   // largest k of its windows
-    uint32_t offset;       // first word in the record's value area
+    uint32_t offset;       // first bucket word in the record's value area
+    uint32_t bits;         // first word of the occupancy bitmap (length bits)
   };
   // Word offsets of a bucket's fields; -1 when the ops do not need the field.
   struct BucketLayout {

@@ -88,7 +88,7 @@ WindowTable::Plan WindowTable::MakePlan(const WindowSpec& spec) {
   p.rings.resize(widths.size());
   p.ring_windows.resize(widths.size());
   for (size_t r = 0; r < widths.size(); ++r) {
-    p.rings[r] = Ring{widths[r], 0, 0, 0};
+    p.rings[r] = Ring{widths[r], 0, 0, 0, 0};
   }
   for (uint32_t i = 0; i < p.layout.size(); ++i) {
     auto& l = p.layout[i];
@@ -116,13 +116,17 @@ WindowTable::Plan WindowTable::MakePlan(const WindowSpec& spec) {
     std::sort(p.ring_windows[r].begin(), p.ring_windows[r].end());
     const int64_t history = (spec.history_ns + ring.bucket_ns - 1) / ring.bucket_ns;
     const uint64_t length = uint64_t{ring.max_window} + 1 + static_cast<uint64_t>(history);
-    words += length * b.words;
+    // Occupancy bitmap, then the buckets. Bit s is set while slot s holds a
+    // bucket inside the ring's span, so queries skip the others unread.
+    const uint64_t bitmap_words = (length + 63) / 64;
+    words += bitmap_words + length * b.words;
     if (words > kMaxRecordWords) {
       throw InputError("an entity's rings would need more than " + std::to_string(kMaxRecordWords) +
                        " words; lower max_buckets or history");
     }
     ring.length = static_cast<uint32_t>(length);
     ring.offset = static_cast<uint32_t>(words - length * b.words);
+    ring.bits = static_cast<uint32_t>(ring.offset - bitmap_words);
     for (const auto& [k, wi] : p.ring_windows[r]) p.layout[wi].ring_buckets = ring.length;
     // After a ring's whole span without events every window is empty, so the
     // record may expire (reads then give the empty-window answer) and be swept.
@@ -164,6 +168,20 @@ TableStatus WindowTable::Ingest(const Key& key, double value, int64_t event_ns) 
       const int64_t head = FloorDiv(*newest, ring.bucket_ns);
       if (j <= head - static_cast<int64_t>(ring.length)) continue;  // older than the ring's span
       const int64_t slot = ((j % ring.length) + ring.length) % ring.length;
+      Word* bits = w + ring.bits;
+      if (!fresh && j > head) {
+        // The span moves up to j: buckets head+1 .. j-1 were never written,
+        // so their slots hold buckets that just left the span.
+        if (j - head - 1 >= static_cast<int64_t>(ring.length)) {
+          for (uint32_t i = 0; i < (ring.length + 63) / 64; ++i) StoreWord(bits[i], 0);
+        } else {
+          int64_t s = ((head + 1) % ring.length + ring.length) % ring.length;
+          for (int64_t x = head + 1; x < j; ++x, s = s + 1 == ring.length ? 0 : s + 1) {
+            StoreWord(bits[s >> 6], LoadWord(bits[s >> 6]) & ~(uint64_t{1} << (s & 63)));
+          }
+        }
+      }
+      StoreWord(bits[slot >> 6], LoadWord(bits[slot >> 6]) | (uint64_t{1} << (slot & 63)));
       Word* b = w + ring.offset + static_cast<uint64_t>(slot) * bucket_.words;
       const int64_t idx = static_cast<int64_t>(LoadWord(b[0]));
       const uint64_t n = LoadWord(b[1]);
@@ -243,11 +261,14 @@ void WindowTable::Compute(const Word* rec, int64_t newest_ns, int64_t now_ns,
     // per bucket (two divisions would cost more than reading the bucket).
     const int64_t len = ring.length;
     int64_t slot = ((cur % len) + len) % len;
+    const Word* bits = rec + ring.bits;
     for (uint32_t d = 0; d < ring.max_window; ++d, slot = slot == 0 ? len - 1 : slot - 1) {
       const int64_t j = cur - d;
       const Word* b = rec + ring.offset + static_cast<uint64_t>(slot) * bucket_.words;
-      const uint64_t n = LoadWord(b[1]);
-      const int64_t idx = static_cast<int64_t>(LoadWord(b[0]));
+      // A clear bit: the slot holds no bucket of the span (nothing to read).
+      const bool occupied = (LoadWord(bits[slot >> 6]) >> (slot & 63)) & 1;
+      const uint64_t n = occupied ? LoadWord(b[1]) : 0;
+      const int64_t idx = occupied ? static_cast<int64_t>(LoadWord(b[0])) : 0;
       if (j < oldest || (n > 0 && idx > j)) lost = true;  // overwritten by a newer bucket
       if (!lost && n > 0 && idx == j) {
         const double sum = bucket_.sum >= 0 ? LoadD(b[bucket_.sum]) : 0.0;
