@@ -7,10 +7,10 @@
 // Missing or expired stored features become NaN (the model's default
 // direction) and are counted per feature.
 //
-// Models: a Config (primary model, optional shadow, or A/B arms routed by a
+// Models: a ScorerConfig (primary model, optional shadow, or A/B arms routed by a
 // stable hash of one request key) is immutable and published by pointer.
 // Readers enter an epoch (one counter increment), load the pointer, and leave;
-// SetConfig publishes a new Config, then waits until every reader that could
+// SetConfig publishes a new ScorerConfig, then waits until every reader that could
 // hold the old one has left (two epoch flips, so a steady stream of new readers
 // cannot starve it) and frees it. No lock on the scoring path.
 //
@@ -127,23 +127,21 @@ class Scorer {
     uint32_t key;
     std::vector<std::pair<uint32_t, uint32_t>> columns;  // (source column, feature)
   };
-  struct Config;
-
   void Validate(const ScorerConfig& c) const;
   // Gathers one request's features into row; missing[f] = 1 for stored
   // features not found. Returns the number missing.
   void Gather(const Key* keys, const double* fields, int64_t now_ns, double* row, uint8_t* missing,
               double* age_s, double* scratch) const noexcept;
-  int32_t Route(const Config& c, const Key* keys) const noexcept;
+  int32_t Route(const ScorerConfig& c, const Key* keys) const noexcept;
   void Prefetch(const Key* keys, int64_t now_ns) const noexcept;  // a later row's lookups
-  const Config* Enter(uint64_t* parity) const noexcept;
+  const ScorerConfig* Enter(uint64_t* parity) const noexcept;
   void Leave(uint64_t parity) const noexcept;
 
   ScorerPlan plan_;
   std::vector<Group> groups_;
   size_t scratch_size_ = 0;
   int32_t num_outputs_ = 0;
-  std::atomic<const Config*> current_{nullptr};
+  std::atomic<const ScorerConfig*> current_{nullptr};
   mutable std::atomic<uint64_t> epoch_{0};
   struct alignas(64) ReaderCount {
     std::atomic<int64_t> n{0};

@@ -1,6 +1,7 @@
 // rtml::Scorer (see rtml/scorer.h for the contract).
 #include "rtml/scorer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -34,17 +35,20 @@ uint64_t RouteHash(const Key& k) {
 // Per-thread buffers for one request (allocation only on a thread's first
 // call or when a larger scorer appears).
 struct Scratch {
-  std::vector<double> row, age, values, out, shadow;
+  std::vector<double> row, age, values, shadow;
   std::vector<uint8_t> missing;
   std::vector<int32_t> arm;
 };
 thread_local Scratch tls_scratch;
 
-}  // namespace
+// Predict, unless x holds an input the model's native library refuses.
+Status CheckedPredict(const Forest& model, const MatrixView& x, double* out) noexcept {
+  int64_t bad_row = 0, bad_col = 0;
+  if (model.rejects() != 0 && model.FindRejected(x, &bad_row, &bad_col)) return Status::kBadShape;
+  return model.Predict(x, out, false, 1);
+}
 
-struct Scorer::Config {
-  ScorerConfig c;
-};
+}  // namespace
 
 Scorer::Scorer(ScorerPlan plan, ScorerConfig config) : plan_(std::move(plan)) {
   if (plan_.inputs.empty()) throw InputError("a scorer needs at least one input");
@@ -80,7 +84,7 @@ Scorer::Scorer(ScorerPlan plan, ScorerConfig config) : plan_(std::move(plan)) {
   }
   Validate(config);
   num_outputs_ = config.arms[0].model->num_columns(false);
-  current_.store(new Config{std::move(config)}, std::memory_order_release);
+  current_.store(new ScorerConfig(std::move(config)), std::memory_order_release);
 }
 
 Scorer::~Scorer() { delete current_.load(std::memory_order_acquire); }
@@ -120,7 +124,7 @@ void Scorer::Validate(const ScorerConfig& c) const {
   }
 }
 
-const Scorer::Config* Scorer::Enter(uint64_t* parity) const noexcept {
+const ScorerConfig* Scorer::Enter(uint64_t* parity) const noexcept {
   // seq_cst: ordered with SetConfig's publication and epoch flips (see header).
   *parity = epoch_.load(std::memory_order_seq_cst) & 1;
   readers_[*parity].n.fetch_add(1, std::memory_order_seq_cst);
@@ -135,7 +139,7 @@ void Scorer::Leave(uint64_t parity) const noexcept {
 void Scorer::SetConfig(ScorerConfig config) {
   std::lock_guard<std::mutex> lock(set_mu_);
   Validate(config);
-  const Config* old = current_.exchange(new Config{std::move(config)}, std::memory_order_seq_cst);
+  const ScorerConfig* old = current_.exchange(new ScorerConfig(std::move(config)), std::memory_order_seq_cst);
   // Readers that may hold old entered before the exchange, counted under
   // either parity. Flip, drain the previous parity, twice: new readers go to
   // the other counter, so each wait ends even under a steady stream.
@@ -149,8 +153,8 @@ void Scorer::SetConfig(ScorerConfig config) {
 
 ScorerConfig Scorer::config() const {
   uint64_t parity = 0;
-  const Config* c = Enter(&parity);
-  ScorerConfig copy = c->c;
+  const ScorerConfig* c = Enter(&parity);
+  ScorerConfig copy = *c;
   Leave(parity);
   return copy;
 }
@@ -198,13 +202,13 @@ void Scorer::Prefetch(const Key* keys, int64_t now_ns) const noexcept {
   }
 }
 
-int32_t Scorer::Route(const Config& c, const Key* keys) const noexcept {
-  if (c.c.arms.size() == 1) return 0;
-  const double u = static_cast<double>(RouteHash(keys[c.c.route_key]) >> 11) * 0x1.0p-53;
-  for (size_t a = 0; a < c.c.arms.size(); ++a) {
-    if (u < c.c.arms[a].cumulative) return static_cast<int32_t>(a);
+int32_t Scorer::Route(const ScorerConfig& c, const Key* keys) const noexcept {
+  if (c.arms.size() == 1) return 0;
+  const double u = static_cast<double>(RouteHash(keys[c.route_key]) >> 11) * 0x1.0p-53;
+  for (size_t a = 0; a < c.arms.size(); ++a) {
+    if (u < c.arms[a].cumulative) return static_cast<int32_t>(a);
   }
-  return static_cast<int32_t>(c.c.arms.size() - 1);
+  return static_cast<int32_t>(c.arms.size() - 1);
 }
 
 Status Scorer::Score(const Key* keys, const double* fields, int64_t now_ns, double* out, ScoreTrace* trace,
@@ -218,29 +222,19 @@ Status Scorer::Score(const Key* keys, const double* fields, int64_t now_ns, doub
     s.missing.resize(nf);
   }
   if (s.values.size() < scratch_size_) s.values.resize(scratch_size_);
-  if (s.shadow.size() < static_cast<size_t>(num_outputs_)) s.shadow.resize(static_cast<size_t>(num_outputs_) + 8);
+  if (s.shadow.size() < static_cast<size_t>(num_outputs_)) s.shadow.resize(static_cast<size_t>(num_outputs_));
   double* row = trace != nullptr && trace->row != nullptr ? trace->row : s.row.data();
   double* age = trace != nullptr && trace->age_s != nullptr ? trace->age_s : s.age.data();
   Gather(keys, fields, now_ns, row, s.missing.data(), age, s.values.data());
   uint64_t parity = 0;
-  const Config* c = Enter(&parity);
+  const ScorerConfig* c = Enter(&parity);
   const int32_t arm = Route(*c, keys);
-  const Forest& model = *c->c.arms[static_cast<size_t>(arm)].model;
+  const Forest& model = *c->arms[static_cast<size_t>(arm)].model;
   const MatrixView x{row, 1, static_cast<int64_t>(nf), static_cast<int64_t>(nf), 1, DType::kFloat64};
-  Status st = Status::kOk;
-  int64_t bad_row = 0, bad_col = 0;
-  if (model.rejects() != 0 && model.FindRejected(x, &bad_row, &bad_col)) {
-    st = Status::kBadShape;
-  } else {
-    st = model.Predict(x, out, false, 1);
-  }
+  const Status st = CheckedPredict(model, x, out);
   const double* shadow_out = nullptr;
-  if (st == Status::kOk && c->c.shadow) {
-    const Forest& sh = *c->c.shadow;
-    if (!(sh.rejects() != 0 && sh.FindRejected(x, &bad_row, &bad_col)) &&
-        sh.Predict(x, s.shadow.data(), false, 1) == Status::kOk) {
-      shadow_out = s.shadow.data();
-    }
+  if (st == Status::kOk && c->shadow && CheckedPredict(*c->shadow, x, s.shadow.data()) == Status::kOk) {
+    shadow_out = s.shadow.data();
   }
   Leave(parity);
   if (trace != nullptr) {
@@ -265,7 +259,7 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
   const size_t nout = static_cast<size_t>(num_outputs_);
   Status first = Status::kOk;
   uint64_t parity = 0;
-  const Config* c = Enter(&parity);
+  const ScorerConfig* c = Enter(&parity);
   Scratch& s = tls_scratch;
   const size_t nf = plan_.inputs.size();
   // Rows are gathered into blocks and each block scored with one batch call,
@@ -276,8 +270,7 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
   if (s.missing.size() < kBlock * nf) s.missing.resize(kBlock * nf);
   if (s.age.size() < kBlock * nf) s.age.resize(kBlock * nf);
   if (s.values.size() < scratch_size_) s.values.resize(scratch_size_);
-  if (s.out.size() < kBlock * nout) s.out.resize(kBlock * nout);
-  if (s.shadow.size() < kBlock * nout + 8) s.shadow.resize(kBlock * nout + 8);
+  if (s.shadow.size() < kBlock * nout) s.shadow.resize(kBlock * nout);
   if (s.arm.size() < kBlock) s.arm.resize(kBlock);
   int32_t* block_arm = s.arm.data();
   for (size_t b0 = 0; b0 < n; b0 += kBlock) {
@@ -292,8 +285,8 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
       block_arm[i] = Route(*c, keys + r * nk);
       if (arms != nullptr) arms[r] = block_arm[i];
     }
-    for (size_t a = 0; a < c->c.arms.size(); ++a) {
-      const Forest& model = *c->c.arms[a].model;
+    for (size_t a = 0; a < c->arms.size(); ++a) {
+      const Forest& model = *c->arms[a].model;
       // Rows of this arm, scored one contiguous run at a time.
       for (size_t i = 0; i < m;) {
         if (block_arm[i] != static_cast<int32_t>(a)) {
@@ -304,29 +297,17 @@ Status Scorer::ScoreMany(const Key* keys, const double* fields, size_t n, int64_
         while (j < m && block_arm[j] == static_cast<int32_t>(a)) ++j;
         const MatrixView x{s.row.data() + i * nf, static_cast<int64_t>(j - i), static_cast<int64_t>(nf),
                            static_cast<int64_t>(nf), 1, DType::kFloat64};
-        int64_t bad_row = 0, bad_col = 0;
-        Status st = Status::kOk;
-        if (model.rejects() != 0 && model.FindRejected(x, &bad_row, &bad_col)) {
-          st = Status::kBadShape;
-          for (size_t k = i; k < j; ++k) {
-            for (size_t o = 0; o < nout; ++o) out[(b0 + k) * nout + o] = kNaN;
-          }
-        } else {
-          st = model.Predict(x, out + (b0 + i) * nout, false, 1);
-        }
+        const Status st = CheckedPredict(model, x, out + (b0 + i) * nout);
+        if (st != Status::kOk) std::fill(out + (b0 + i) * nout, out + (b0 + j) * nout, kNaN);
         if (st != Status::kOk && first == Status::kOk) first = st;
         i = j;
       }
     }
     const double* shadow = nullptr;
-    if (c->c.shadow) {
+    if (c->shadow) {
       const MatrixView x{s.row.data(), static_cast<int64_t>(m), static_cast<int64_t>(nf), static_cast<int64_t>(nf),
                          1, DType::kFloat64};
-      int64_t bad_row = 0, bad_col = 0;
-      if (!(c->c.shadow->rejects() != 0 && c->c.shadow->FindRejected(x, &bad_row, &bad_col)) &&
-          c->c.shadow->Predict(x, s.shadow.data(), false, 1) == Status::kOk) {
-        shadow = s.shadow.data();
-      }
+      if (CheckedPredict(*c->shadow, x, s.shadow.data()) == Status::kOk) shadow = s.shadow.data();
     }
     if (observer != nullptr) {
       for (size_t i = 0; i < m; ++i) {
