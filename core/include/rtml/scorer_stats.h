@@ -25,6 +25,34 @@
 
 namespace rtml {
 
+// An object the scoring threads read by pointer while a control thread may
+// replace it: every object ever set is kept until the owner dies, so a reader
+// never sees a freed one (replacements are rare: a new reference or log).
+template <typename T>
+class Published {
+ public:
+  // Acquire pairs with Set's release: the object is fully built.
+  T* get() const noexcept { return p_.load(std::memory_order_acquire); }
+  void Set(std::shared_ptr<T> v) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (v) kept_.push_back(v);
+    p_.store(v.get(), std::memory_order_release);
+  }
+  std::shared_ptr<T> shared() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    const T* cur = get();
+    for (const auto& k : kept_) {
+      if (k.get() == cur) return k;
+    }
+    return nullptr;
+  }
+
+ private:
+  std::atomic<T*> p_{nullptr};
+  mutable std::mutex mu_;
+  std::vector<std::shared_ptr<T>> kept_;
+};
+
 class ScorerStats final : public ScoreObserver {
  public:
   // features: model feature names; age_of[f]: index of the feature-age
@@ -39,13 +67,12 @@ class ScorerStats final : public ScoreObserver {
              const double* age_s, const double* out, const double* shadow_out) noexcept override;
   void OnCall(bool batch, size_t rows, int64_t latency_ns, bool failed) noexcept override;
 
-  // Publishes a drift monitor (nullptr: none). Its features must be the
-  // scorer's (checked by the caller).
+  // Publishes a drift monitor / serving log (nullptr: none); throws
+  // InputError when it does not watch the scorer's number of features.
   void SetDrift(std::shared_ptr<DriftMonitor> drift);
-  std::shared_ptr<DriftMonitor> drift() const;
-  // Publishes a serving log (nullptr: none); kept alive like drift monitors.
+  std::shared_ptr<DriftMonitor> drift() const { return drift_.shared(); }
   void SetLog(std::shared_ptr<ServingLog> log);
-  std::shared_ptr<ServingLog> log() const;
+  std::shared_ptr<ServingLog> log() const { return log_.shared(); }
 
   const std::vector<std::string>& features() const { return features_; }
   const std::vector<int32_t>& age_of() const { return age_of_; }
@@ -65,11 +92,8 @@ class ScorerStats final : public ScoreObserver {
   std::vector<std::string> features_;
   std::vector<int32_t> age_of_, age_from_;
   int32_t score_column_;
-  std::atomic<DriftMonitor*> drift_{nullptr};
-  mutable std::mutex drift_mu_;
-  std::vector<std::shared_ptr<DriftMonitor>> drifts_;  // every monitor ever set (see header)
-  std::atomic<ServingLog*> log_{nullptr};
-  std::vector<std::shared_ptr<ServingLog>> logs_;
+  Published<DriftMonitor> drift_;
+  Published<ServingLog> log_;
 };
 
 }  // namespace rtml

@@ -64,14 +64,13 @@ void ScorerStats::OnRow(const Key* keys, int64_t now_ns, int32_t arm, const doub
     const double d = std::fabs(score - shadow_out[score_column_]);
     divergence->Record(std::isnan(d) ? d : std::min(d, 1e3));
   }
-  // Acquire pairs with SetLog's release: the log is fully built.
-  if (ServingLog* log = log_.load(std::memory_order_acquire)) log->Append(keys, now_ns, arm, score, row);
-  // Acquire pairs with SetDrift's release: the monitor is fully built.
-  DriftMonitor* drift = drift_.load(std::memory_order_acquire);
-  if (drift != nullptr && nf <= 1024) {
-    float x[1024];
+  if (ServingLog* log = log_.get()) log->Append(keys, now_ns, arm, score, row);
+  if (DriftMonitor* drift = drift_.get()) {
+    // The monitor bins float32 rows; a thread's buffer is sized once.
+    thread_local std::vector<float> x;
+    if (x.size() < nf) x.resize(nf);
     for (size_t f = 0; f < nf; ++f) x[f] = static_cast<float>(row[f]);
-    (void)drift->Observe(x, nf, score);
+    (void)drift->Observe(x.data(), nf, score);
   }
 }
 
@@ -83,40 +82,16 @@ void ScorerStats::OnCall(bool batch, size_t n, int64_t latency_ns, bool failed) 
 }
 
 void ScorerStats::SetDrift(std::shared_ptr<DriftMonitor> drift) {
-  std::lock_guard<std::mutex> lock(drift_mu_);
   if (drift && drift->num_features() != features_.size()) {
     throw InputError("drift monitor watches " + std::to_string(drift->num_features()) + " features; the scorer has " +
                      std::to_string(features_.size()));
   }
-  if (drift) drifts_.push_back(drift);
-  // Release pairs with OnRow's acquire.
-  drift_.store(drift.get(), std::memory_order_release);
+  drift_.Set(std::move(drift));
 }
 
 void ScorerStats::SetLog(std::shared_ptr<ServingLog> log) {
-  std::lock_guard<std::mutex> lock(drift_mu_);
   if (log && log->num_features() != features_.size()) throw InputError("serving log: feature count differs");
-  if (log) logs_.push_back(log);
-  // Release pairs with OnRow's acquire.
-  log_.store(log.get(), std::memory_order_release);
-}
-
-std::shared_ptr<ServingLog> ScorerStats::log() const {
-  std::lock_guard<std::mutex> lock(drift_mu_);
-  ServingLog* l = log_.load(std::memory_order_acquire);
-  for (const auto& p : logs_) {
-    if (p.get() == l) return p;
-  }
-  return nullptr;
-}
-
-std::shared_ptr<DriftMonitor> ScorerStats::drift() const {
-  std::lock_guard<std::mutex> lock(drift_mu_);
-  DriftMonitor* d = drift_.load(std::memory_order_acquire);
-  for (const auto& p : drifts_) {
-    if (p.get() == d) return p;
-  }
-  return nullptr;
+  log_.Set(std::move(log));
 }
 
 }  // namespace rtml
