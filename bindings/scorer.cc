@@ -85,7 +85,7 @@ class PyScorer {
   }
 
   py::object Score(const py::dict& request, int64_t now_ns) {
-    RequestView r = Read(request);
+    const RequestView& r = Read(request);
     const int32_t nout = scorer_->num_outputs();
     if (nout == 1) {
       double out = 0;
@@ -137,7 +137,7 @@ class PyScorer {
 
   // (row, age_s, found, arm, shadow) for one request.
   py::tuple Explain(const py::dict& request, int64_t now_ns) {
-    RequestView r = Read(request);
+    const RequestView& r = Read(request);
     const size_t nf = static_cast<size_t>(scorer_->num_features());
     std::vector<double> row(nf), age(nf), out(static_cast<size_t>(scorer_->num_outputs()));
     std::vector<uint8_t> found(nf);
@@ -272,8 +272,11 @@ class PyScorer {
     std::vector<double> fields;
   };
 
-  RequestView Read(const py::dict& request) const {
-    RequestView r;
+  // Fills request_ (reused: single requests run with the GIL held, one at a
+  // time, so a request costs no allocation here). Its str keys view the
+  // dict's str objects, valid while the caller holds the dict.
+  const RequestView& Read(const py::dict& request) {
+    RequestView& r = request_;
     r.keys.resize(key_names_.size());
     r.fields.resize(field_objs_.size());
     for (size_t k = 0; k < key_names_.size(); ++k) {
@@ -293,8 +296,9 @@ class PyScorer {
         r.keys[k] = Key::Str(std::string_view(s, static_cast<size_t>(len)));
       } else {
         int overflow = 0;
-        const long long i = PyLong_Check(v) && !PyBool_Check(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : 0;
-        if (!PyLong_Check(v) || PyBool_Check(v) || overflow != 0) {
+        const bool integral = PyLong_Check(v) && !PyBool_Check(v);
+        const long long i = integral ? PyLong_AsLongLongAndOverflow(v, &overflow) : 0;
+        if (!integral || overflow != 0) {
           throw InputError("request key '" + std::string(py::str(key_names_[k])) + "': expected an int64, got " +
                            py::repr(v).cast<std::string>());
         }
@@ -334,6 +338,7 @@ class PyScorer {
   std::vector<std::string> field_names_;
   std::unique_ptr<rtml::Scorer> scorer_;
   std::unique_ptr<rtml::ScorerStats> stats_;
+  RequestView request_;
 };
 
 }  // namespace
