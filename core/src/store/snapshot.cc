@@ -6,8 +6,10 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
+#include <vector>
 
 #include "rtml/feature_table.h"
 
@@ -163,40 +165,38 @@ void RestoreSection(FeatureTable& table, const uint8_t* data, size_t size) {
     Cursor::Fail(std::to_string(records) + " records exceed the capacity " + std::to_string(schema.capacity));
   }
   if (table.Size() != 0) throw InputError("snapshot: restore needs an empty table");
-  // Pass 1: check every record before writing any.
+  // Check every record before writing any; keep views of them for the writes.
+  struct Record {
+    int64_t event_ns;
+    Key key;
+    const uint8_t* values;
+  };
+  std::vector<Record> parsed;
+  parsed.reserve(static_cast<size_t>(records));
   const bool str = schema.key_kind == KeyKind::kString;
   const size_t value_bytes = size_t{fields} * 8;
-  std::unordered_set<std::string> skeys;
+  std::unordered_set<std::string_view> skeys;
   std::unordered_set<int64_t> ikeys;
   for (uint64_t r = 0; r < records; ++r) {
-    c.Get<int64_t>("record event time");
+    Record rec{c.Get<int64_t>("record event time"), Key{}, nullptr};
+    bool fresh = false;
     if (str) {
       const uint32_t len = c.Get<uint32_t>("key length");
       if (len > schema.max_key_bytes) Cursor::Fail("record " + std::to_string(r) + ": key longer than max_key_bytes");
-      const uint8_t* k = c.Bytes(len, "key");
-      if (!skeys.emplace(reinterpret_cast<const char*>(k), len).second) {
-        Cursor::Fail("record " + std::to_string(r) + ": duplicate key");
-      }
-    } else if (!ikeys.insert(c.Get<int64_t>("key")).second) {
-      Cursor::Fail("record " + std::to_string(r) + ": duplicate key");
+      rec.key = Key::Str(std::string_view(reinterpret_cast<const char*>(c.Bytes(len, "key")), len));
+      fresh = skeys.insert(rec.key.s).second;
+    } else {
+      rec.key = Key::Int(c.Get<int64_t>("key"));
+      fresh = ikeys.insert(rec.key.i).second;
     }
-    c.Bytes(value_bytes, "values");
+    if (!fresh) Cursor::Fail("record " + std::to_string(r) + ": duplicate key");
+    rec.values = c.Bytes(value_bytes, "values");
+    parsed.push_back(rec);
   }
   if (c.left() != 0) Cursor::Fail(std::to_string(c.left()) + " bytes after the last record");
-  // Pass 2: write.
-  Cursor w(data, size);
-  w.Bytes(24, "header");
-  for (uint64_t r = 0; r < records; ++r) {
-    const int64_t event_ns = w.Get<int64_t>("record event time");
-    Key key;
-    if (str) {
-      const uint32_t len = w.Get<uint32_t>("key length");
-      key = Key::Str(std::string_view(reinterpret_cast<const char*>(w.Bytes(len, "key")), len));
-    } else {
-      key = Key::Int(w.Get<int64_t>("key"));
-    }
-    const uint8_t* vals = w.Bytes(value_bytes, "values");
-    const TableStatus st = table.Update(key, event_ns, [&](Word* v, bool, int64_t*) {
+  for (size_t r = 0; r < parsed.size(); ++r) {
+    const uint8_t* vals = parsed[r].values;
+    const TableStatus st = table.Update(parsed[r].key, parsed[r].event_ns, [&](Word* v, bool, int64_t*) {
       for (uint32_t f = 0; f < fields; ++f) {
         uint64_t word;
         std::memcpy(&word, vals + size_t{f} * 8, 8);
