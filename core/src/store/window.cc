@@ -185,7 +185,8 @@ TableStatus WindowTable::Ingest(const Key& key, double value, int64_t event_ns) 
       Word* b = w + ring.offset + static_cast<uint64_t>(slot) * bucket_.words;
       const int64_t idx = static_cast<int64_t>(LoadWord(b[0]));
       const uint64_t n = LoadWord(b[1]);
-      if (n > 0 && idx > j) continue;  // a newer bucket holds the slot
+      // Inside the span a slot never holds a newer bucket than j (that bucket
+      // would be j + length or later, beyond the head), so j is stored here.
       stored = true;
       if (n == 0 || idx != j) {  // the slot starts bucket j
         StoreWord(b[0], static_cast<uint64_t>(j));
@@ -269,7 +270,7 @@ void WindowTable::Compute(const Word* rec, int64_t newest_ns, int64_t now_ns,
       const bool occupied = (LoadWord(bits[slot >> 6]) >> (slot & 63)) & 1;
       const uint64_t n = occupied ? LoadWord(b[1]) : 0;
       const int64_t idx = occupied ? static_cast<int64_t>(LoadWord(b[0])) : 0;
-      if (j < oldest || (n > 0 && idx > j)) lost = true;  // overwritten by a newer bucket
+      if (j < oldest) lost = true;  // older than the span: the ring no longer holds it
       if (!lost && n > 0 && idx == j) {
         const double sum = bucket_.sum >= 0 ? LoadD(b[bucket_.sum]) : 0.0;
         if (bucket_.m2 >= 0) {
