@@ -46,6 +46,24 @@ def _aggregate(buckets: list[tuple[float, float, float]]) -> tuple[float, float,
     return n, s, (s / n if n else math.nan), mx
 
 
+def _fill_row(
+    out: np.ndarray,
+    i: int,
+    rings: list[dict[int, Any]],
+    widths: list[int],
+    windows: list[tuple[int, int]],
+    now_ns: int,
+) -> None:
+    """Row i of a get_many answer from one entity's rings ({bucket: (count, sum, max)})."""
+    nw = len(windows)
+    for wi, (r, nb) in enumerate(windows):
+        cur = now_ns // widths[r]
+        ring = rings[r]
+        got = [ring[j] for j in range(cur - nb + 1, cur + 1) if j in ring]
+        for o, v in enumerate(_aggregate(got)):
+            out[i, o * nw + wi] = v
+
+
 class DictWindows:
     def __init__(self, layout: list[dict[str, Any]]) -> None:
         self.widths, self.windows = _rings(layout)
@@ -69,15 +87,8 @@ class DictWindows:
     def get_many(self, keys: list[Any], now_ns: int) -> np.ndarray:
         out = np.empty((len(keys), len(OPS) * len(self.windows)))
         empty: list[dict[int, list[float]]] = [{} for _ in self.widths]
-        nw = len(self.windows)
         for i, k in enumerate(keys):
-            rings = self.data.get(k, empty)
-            for wi, (r, nb) in enumerate(self.windows):
-                cur = now_ns // self.widths[r]
-                ring = rings[r]
-                got = [ring[j] for j in range(cur - nb + 1, cur + 1) if j in ring]
-                for o, v in enumerate(_aggregate(got)):
-                    out[i, o * nw + wi] = v
+            _fill_row(out, i, self.data.get(k, empty), self.widths, self.windows, now_ns)
         return out
 
 
@@ -101,7 +112,6 @@ class RedisWindows:
                 pipe.hgetall(f"w:{k}:{r}")
         replies = pipe.execute()
         out = np.empty((len(keys), len(OPS) * len(self.windows)))
-        nw = len(self.windows)
         for i in range(len(keys)):
             rings = []
             for r in range(len(self.widths)):
@@ -113,10 +123,5 @@ class RedisWindows:
                         "csx".index(what.decode())
                     ] = float(value)
                 rings.append(buckets)
-            for wi, (r, nb) in enumerate(self.windows):
-                cur = now_ns // self.widths[r]
-                ring = rings[r]
-                got = [ring[j] for j in range(cur - nb + 1, cur + 1) if j in ring]
-                for o, v in enumerate(_aggregate(got)):
-                    out[i, o * nw + wi] = v
+            _fill_row(out, i, rings, self.widths, self.windows, now_ns)
         return out

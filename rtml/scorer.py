@@ -146,37 +146,25 @@ class Scorer:
                     fields.append(src.field)
                 plan.append((0, fields.index(src.field), 0, 0))
                 continue
-            if isinstance(src, TableInput):
-                obj: Table | Windows = self.store[src.table]
-                if not isinstance(obj, Table):
-                    raise InputError(f"feature '{feature}': '{src.table}' is not a table")
-                if src.field not in obj.columns:
-                    raise InputError(
-                        f"feature '{feature}': table '{src.table}' has no field '{src.field}'; "
-                        f"fields are {obj.columns}"
-                    )
-                kind = 1
-                pool: list[Any] = tables
-                column = obj.columns.index(src.field)
-            elif isinstance(src, WindowInput):
-                obj = self.store[src.windows]
-                if not isinstance(obj, Windows):
-                    raise InputError(f"feature '{feature}': '{src.windows}' is not a window set")
-                if src.column not in obj.columns:
-                    raise InputError(
-                        f"feature '{feature}': window set '{src.windows}' has no column "
-                        f"'{src.column}'; columns are {obj.columns}"
-                    )
-                kind = 2
-                pool = windows
-                column = obj.columns.index(src.column)
-            else:
+            if not isinstance(src, (TableInput, WindowInput)):
                 raise InputError(
                     f"feature '{feature}': expected rtml.request/table/window(...), got {src!r}"
                 )
+            if isinstance(src, TableInput):
+                kind, pool, cls, label, part = 1, tables, Table, "table", "field"
+                name, column_name = src.table, src.field
+            else:
+                kind, pool, cls, label, part = 2, windows, Windows, "window set", "column"
+                name, column_name = src.windows, src.column
+            obj = self.store[name]
+            if not isinstance(obj, cls):
+                raise InputError(f"feature '{feature}': '{name}' is not a {label}")
+            if column_name not in obj.columns:
+                raise InputError(
+                    f"feature '{feature}': {label} '{name}' has no {part} '{column_name}'; "
+                    f"{part}s are {obj.columns}"
+                )
             key_kind = "str" if obj.key_type is str else "int"
-            if src.key in fields:
-                raise InputError(f"'{src.key}' is used both as a key and as a request field")
             if src.key not in key_names:
                 key_names.append(src.key)
                 key_kinds.append(key_kind)
@@ -184,9 +172,10 @@ class Scorer:
                 raise InputError(
                     f"feature '{feature}': key '{src.key}' looks up both str- and int-keyed sources"
                 )
-            if all(o is not obj for o in pool):
+            index = next((i for i, o in enumerate(pool) if o is obj), len(pool))
+            if index == len(pool):
                 pool.append(obj)
-            index = next(i for i, o in enumerate(pool) if o is obj)
+            column = obj.columns.index(column_name)
             plan.append((kind, index, column, key_names.index(src.key)))
         for f in fields:
             if f in key_names:

@@ -99,35 +99,35 @@ class Windows:
         self.windows = [_label(w) for w in windows]
         self.capacity = capacity
         self.max_future_seconds = parse_duration(max_future, what="max_future")
-        bucket_s = parse_duration(bucket, what="bucket")
-        windows_ns = [round(parse_duration(w, what="window") * 1e9) for w in windows]
         self.columns = [f"{value}_{op}_{w}" for op in self.ops for w in self.windows]
-        try:
-            self._core = _CoreWindows(
-                "str" if key is str else "int",
-                self.ops,
-                windows_ns,
-                round(bucket_s * 1e9),
-                max_buckets,
-                round(parse_duration(history, what="history") * 1e9),
-                capacity,
-                max_key_bytes,
-            )
-        except InputError as e:
-            raise InputError(f"windows '{name}': {e}") from None
+        # What the core is built from, and what a snapshot needs to build it again.
         self._spec = {
             "key": "str" if key is str else "int",
             "value": value,
             "ops": self.ops,
             "windows": self.windows,
-            "windows_ns": windows_ns,
-            "bucket_ns": round(bucket_s * 1e9),
+            "windows_ns": [round(parse_duration(w, what="window") * 1e9) for w in windows],
+            "bucket_ns": round(parse_duration(bucket, what="bucket") * 1e9),
             "capacity": capacity,
             "max_buckets": max_buckets,
             "history_ns": round(parse_duration(history, what="history") * 1e9),
             "max_key_bytes": max_key_bytes,
             "max_future": self.max_future_seconds,
         }
+        spec = self._spec
+        try:
+            self._core = _CoreWindows(
+                spec["key"],
+                self.ops,
+                spec["windows_ns"],
+                spec["bucket_ns"],
+                max_buckets,
+                spec["history_ns"],
+                capacity,
+                max_key_bytes,
+            )
+        except InputError as e:
+            raise InputError(f"windows '{name}': {e}") from None
 
     @property
     def resolution(self) -> dict[str, float]:
