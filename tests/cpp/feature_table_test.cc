@@ -193,6 +193,52 @@ RTML_TEST(BadSchemasThrow) {
   s.max_key_bytes = 0;
   CHECK_THROWS(FeatureTable(s), rtml::InputError);
 }
+// A writer reviving its key's tombstone and another key's writer claiming that
+// same tombstone as a free slot must not both win: the claim is a CAS on the
+// meta word taken without the record lock, so the revive must CAS too. Each
+// thread owns its keys (so stripes differ) and erases and re-inserts them in a
+// loop over a table exactly as big as the key set: any double win leaks a unit
+// of capacity (kFull) or loses a key.
+RTML_TEST(ReviveAndClaimOfOneTombstoneNeverBothWin) {
+  constexpr int kThreads = 4;
+  constexpr int64_t kKeysPerThread = 4;
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int64_t kRounds = 20'000;
+#else
+  constexpr int64_t kRounds = 400'000;
+#endif
+  FeatureTable t(Schema(KeyKind::kInt64, 2, kThreads * kKeysPerThread));
+  std::atomic<int64_t> refused{0};
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kThreads; ++w) {
+    threads.emplace_back([&, w] {
+      std::mt19937_64 rng(static_cast<uint64_t>(w) + 7);
+      for (int64_t r = 1; r <= kRounds; ++r) {
+        const int64_t k = w * kKeysPerThread + static_cast<int64_t>(rng() % kKeysPerThread);
+        if (rng() % 2 == 0) (void)t.Erase(Key::Int(k));
+        const double vals[2] = {static_cast<double>(k), static_cast<double>(r)};
+        if (t.Upsert(Key::Int(k), vals, r) != TableStatus::kOk) refused.fetch_add(1);
+      }
+      // Leave every owned key present with a known value.
+      for (int64_t k = w * kKeysPerThread; k < (w + 1) * kKeysPerThread; ++k) {
+        const double vals[2] = {static_cast<double>(k), -1.0};
+        (void)t.Erase(Key::Int(k));
+        if (t.Upsert(Key::Int(k), vals, 0) != TableStatus::kOk) refused.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  CHECK(refused.load() == 0);
+  CHECK(t.Size() == static_cast<uint64_t>(kThreads * kKeysPerThread));
+  for (int64_t k = 0; k < kThreads * kKeysPerThread; ++k) {
+    double out[2] = {0, 0};
+    int64_t ev = 0;
+    CHECK(t.Get(Key::Int(k), 0, out, &ev) == TableStatus::kOk);
+    CHECK(out[0] == static_cast<double>(k) && out[1] == -1.0);
+  }
+  if (refused.load() != 0) std::printf("  %lld writes refused\n", static_cast<long long>(refused.load()));
+}
+
 
 // Writers store records whose fields are (e, e + 1, ..., e + 7) for event e;
 // readers (one through Get, one through GetMany) check that invariant on every

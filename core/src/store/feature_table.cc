@@ -315,7 +315,8 @@ TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn 
     int64_t free_slot = -1;
     uint64_t free_meta = 0;
     bool found = false;
-    for (uint64_t i = 0; i <= mask_ && !found; ++i) {
+    bool rescan = false;
+    for (uint64_t i = 0; i <= mask_ && !found && !rescan; ++i) {
       const uint64_t slot = (h + i) & mask_;
       Word* rec = Record(slot);
       const uint64_t meta = rec[kMetaWord].load(std::memory_order_acquire);
@@ -334,15 +335,25 @@ TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn 
         const uint64_t st2 = m2 & 3;
         if ((m2 & ~uint64_t{3}) == tag && (st2 == kLive || st2 == kDeleted) && KeyEquals(rec, key)) {
           found = true;
+          uint64_t expect = m2;
           if (st2 == kLive) {
             result = apply(rec, false);
+          } else if (!rec[kMetaWord].compare_exchange_strong(expect, tag | kClaimed,
+                                                              std::memory_order_seq_cst,
+                                                              std::memory_order_relaxed)) {
+            // Another key's writer claimed this tombstone as a free slot (a
+            // CAS taken without the record lock): our key is gone from here.
+            found = false;
+            rescan = true;
           } else if (!reserve()) {
+            rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
             result = TableStatus::kFull;
           } else {
             result = apply(rec, true);
             if (result == TableStatus::kOk) {
               rec[kMetaWord].store(tag | kLive, std::memory_order_release);
             } else {
+              rec[kMetaWord].store(tag | kDeleted, std::memory_order_release);
               live_.fetch_sub(1, std::memory_order_relaxed);
             }
           }
@@ -359,6 +370,7 @@ TableStatus FeatureTable::UpdateImpl(const Key& key, int64_t event_ns, UpdateFn 
       }
     }
     if (found) break;
+    if (rescan) continue;
     if (free_slot < 0 || live_.load(std::memory_order_relaxed) >= schema_.capacity) {
       result = TableStatus::kFull;
       break;
