@@ -22,4 +22,6 @@ rtml::FeatureTable* TableOfPyTable(const pybind11::handle& obj);
 rtml::FeatureTable* TableOfPyWindows(const pybind11::handle& obj);
 rtml::WindowTable* WindowsOfPyWindows(const pybind11::handle& obj);
 void BindScorer(pybind11::module_& m);
+void BindWire(pybind11::module_& m);   // bindings/wire.cc
+void BindServer(pybind11::module_& m);  // bindings/server.cc
 }  // namespace rtml_bindings

@@ -24,4 +24,6 @@ PYBIND11_MODULE(_core, m) {
   rtml_bindings::BindDrift(m);
   rtml_bindings::BindScorer(m);
   rtml_bindings::BindMetrics(m);
+  rtml_bindings::BindWire(m);
+  rtml_bindings::BindServer(m);
 }
