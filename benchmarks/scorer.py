@@ -19,6 +19,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,10 +30,11 @@ import xgboost as xgb
 import rtml
 
 N_REQ, N_CARD, N_MERCH = 10, 8, 6
+N_CARDS, N_MERCHANTS = 10_000, 1_000
 WINDOW_COLS = [f"amount_{op}_{w}" for op in ("count", "sum", "max") for w in ("10m", "1h")]
 
 
-def timed(fn, calls: int) -> np.ndarray:
+def timed(fn: Callable[[], object], calls: int) -> np.ndarray:
     fn()
     t = np.empty(calls, dtype=np.int64)
     for i in range(calls):
@@ -40,12 +44,31 @@ def timed(fn, calls: int) -> np.ndarray:
     return t / 1e3
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.scorer", description=__doc__)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    calls = 2000 if args.quick else 20000
-    rng = np.random.default_rng(0)
+@dataclass
+class Bench:
+    """The benchmark's model, store and scorer (also served by benchmarks/server.py)."""
+
+    names: list[str]
+    clf: xgb.XGBClassifier
+    model: rtml.Model
+    store: rtml.FeatureStore
+    txn: rtml.Windows
+    scorer: rtml.Scorer
+    card_ids: list[str]
+    card_rows: np.ndarray
+    merch_rows: np.ndarray
+
+
+def build(
+    rng: np.random.Generator,
+    *,
+    now: float,
+    history: float = 3600.0,
+    n_trees: int = 100,
+    name: str = "default",
+) -> Bench:
+    """Trains the model and fills the store: tables written at now - 10 s, 200k window
+    events spread over the ``history`` seconds before ``now``."""
     names = (
         [f"req_{i}" for i in range(N_REQ)]
         + [f"card_{i}" for i in range(N_CARD)]
@@ -54,25 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     X = pd.DataFrame(rng.normal(size=(20_000, len(names))), columns=names)
     y = (X.iloc[:, :5].sum(axis=1) + X["amount_count_10m"] > 0).astype(int)
-    clf = xgb.XGBClassifier(n_estimators=100, max_depth=6, random_state=0).fit(X, y)
-    booster = clf.get_booster()
-    booster.set_param({"nthread": 1})  # one thread, as rtml here
+    clf = xgb.XGBClassifier(n_estimators=n_trees, max_depth=6, random_state=0).fit(X, y)
     model = rtml.Model.load(clf)
 
-    n_cards, n_merch, now = 10_000, 1_000, 1_800_000_000.0
     store = rtml.FeatureStore()
     cards = store.table(
         "card",
         key=str,
         fields={f"card_{i}": "float32" for i in range(N_CARD)},
-        capacity=n_cards,
+        capacity=N_CARDS,
         max_future="1000d",
     )
     merch = store.table(
         "merchant",
         key=int,
         fields={f"merch_{i}": "float32" for i in range(N_MERCH)},
-        capacity=n_merch,
+        capacity=N_MERCHANTS,
         max_future="1000d",
     )
     txn = store.windows(
@@ -81,19 +101,19 @@ def main(argv: list[str] | None = None) -> int:
         value="amount",
         ops=["count", "sum", "max"],
         windows=["10m", "1h"],
-        capacity=n_cards,
+        capacity=N_CARDS,
         max_future="1000d",
     )
-    card_ids = [f"card-{i:06d}" for i in range(n_cards)]
-    card_rows = rng.normal(size=(n_cards, N_CARD)).astype(np.float32)
-    merch_rows = rng.normal(size=(n_merch, N_MERCH)).astype(np.float32)
+    card_ids = [f"card-{i:06d}" for i in range(N_CARDS)]
+    card_rows = rng.normal(size=(N_CARDS, N_CARD)).astype(np.float32)
+    merch_rows = rng.normal(size=(N_MERCHANTS, N_MERCH)).astype(np.float32)
     cards.put_many(card_ids, card_rows, ts=now - 10)
-    merch.put_many(np.arange(n_merch, dtype=np.int64), merch_rows, ts=now - 10)
+    merch.put_many(np.arange(N_MERCHANTS, dtype=np.int64), merch_rows, ts=now - 10)
     ev = 200_000
     txn.ingest(
-        [card_ids[i] for i in rng.integers(0, n_cards, ev)],
+        [card_ids[i] for i in rng.integers(0, N_CARDS, ev)],
         np.round(rng.gamma(2, 30, ev), 2),
-        now - rng.random(ev) * 3600,
+        now - rng.random(ev) * history,
     )
     inputs = {n: rtml.request(n) for n in names[:N_REQ]}
     inputs |= {n: rtml.table("card", n, key="card_id") for n in names[N_REQ : N_REQ + N_CARD]}
@@ -102,16 +122,46 @@ def main(argv: list[str] | None = None) -> int:
         for n in names[N_REQ + N_CARD : N_REQ + N_CARD + N_MERCH]
     }
     inputs |= {n: rtml.window("card_txn", n, key="card_id") for n in WINDOW_COLS}
-    scorer = rtml.Scorer(model, store, inputs)
+    scorer = rtml.Scorer(model, store, inputs, name=name)
+    return Bench(names, clf, model, store, txn, scorer, card_ids, card_rows, merch_rows)
+
+
+def make_requests(bench: Bench, rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    """n requests: a card id, a merchant id and the request fields."""
+    return [
+        {
+            "card_id": bench.card_ids[int(rng.integers(0, N_CARDS))],
+            "merchant_id": int(rng.integers(0, N_MERCHANTS)),
+            **{
+                f: float(v)
+                for f, v in zip(bench.names[:N_REQ], rng.normal(size=N_REQ), strict=True)
+            },
+        }
+        for _ in range(n)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.scorer", description=__doc__)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args(argv)
+    calls = 2000 if args.quick else 20000
+    rng = np.random.default_rng(0)
+    now = 1_800_000_000.0
+    bench = build(rng, now=now)
+    names, scorer, txn, card_ids = bench.names, bench.scorer, bench.txn, bench.card_ids
+    card_rows, merch_rows = bench.card_rows, bench.merch_rows
+    booster = bench.clf.get_booster()
+    booster.set_param({"nthread": 1})  # one thread, as rtml here
 
     # The hand-written pipeline's state: dicts of numpy rows, windows precomputed.
     card_d = {k: card_rows[i] for i, k in enumerate(card_ids)}
-    merch_d = {i: merch_rows[i] for i in range(n_merch)}
+    merch_d = {i: merch_rows[i] for i in range(N_MERCHANTS)}
     win = txn.get_many(card_ids, now=now)
     win_d = {k: win.values[i] for i, k in enumerate(card_ids)}
     nan_card, nan_merch = np.full(N_CARD, np.nan, np.float32), np.full(N_MERCH, np.nan, np.float32)
 
-    def by_hand(req: dict) -> float:
+    def by_hand(req: dict[str, Any]) -> float:
         row = np.concatenate(
             [
                 [req[n] for n in names[:N_REQ]],
@@ -122,21 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         ).astype(np.float32)
         return float(booster.inplace_predict(row[None, :])[0])
 
-    reqs = [
-        {
-            "card_id": card_ids[int(rng.integers(0, n_cards))],
-            "merchant_id": int(rng.integers(0, n_merch)),
-            **{n: float(v) for n, v in zip(names[:N_REQ], rng.normal(size=N_REQ), strict=True)},
-        }
-        for _ in range(1000)
-    ]
+    reqs = make_requests(bench, rng, 1000)
     got = np.array([scorer.score(r, now=now)[1] for r in reqs])
     want = np.array([by_hand(r) for r in reqs])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
     i = [0]
 
-    def next_req() -> dict:
+    def next_req() -> dict[str, Any]:
         i[0] = (i[0] + 1) % len(reqs)
         return reqs[i[0]]
 
