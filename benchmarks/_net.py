@@ -146,6 +146,19 @@ def spawn(
     return proc, read_port(proc, what, timeout)
 
 
+def wait_listening(port: int, timeout: float = 30.0) -> None:
+    """Returns once a TCP connect to the loopback port succeeds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout} s") from e
+            time.sleep(0.02)
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM (servers drain), then SIGKILL if it has not exited within 10 s."""
     if proc.poll() is None:

@@ -1,0 +1,323 @@
+"""The rtml server over TCP against a minimal uvloop echo server and redis-server.
+
+    python -m benchmarks.server [--quick] [--rounds N]
+
+Every peer runs in its own process on loopback and is driven by the same C++ load
+generator (benchmarks/cpp/rtt_client.cc, built on first use), which checks every
+response byte for byte against the expected one:
+
+* echo: an asyncio.Protocol on uvloop that writes back what it reads, fed the bytes of
+  the rtml SCORE request: the floor under any Python-hosted request/response server.
+* redis PING and GET (RESP) of a value as long as the SCORE response; redis-server is
+  started here on a free port without persistence (skipped, with a note, if missing).
+* rtml SCORE (the 100-tree depth-6 XGBoost scorer of benchmarks/scorer.py: 30 inputs,
+  2 tables, 1 window set) and PREDICT (one float32 row of its 30 features into the same
+  model), served by ``rtml.server.Server`` in a child process.
+
+Measured per peer: single-connection round trips (closed loop, one request in flight,
+timed by the client with CLOCK_MONOTONIC), p50 and p99; and pipelined throughput,
+responses/s with 32 requests in flight per connection on 1 and 4 connections (all from
+one client thread). The peers run one after another, in --rounds interleaved rounds;
+the table shows each figure's median over the rounds. Client and server share the
+machine's cores, so on a 2-core machine the client takes about one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvloop
+
+import rtml
+from benchmarks import _net
+from benchmarks._net import BenchError, Target
+from benchmarks.trees import _fmt_rate, _fmt_us
+
+DEPTH = 32  # requests in flight per connection in the pipelined test
+CONNS = (1, 4)
+SCORER = MODEL = "fraud"
+REQUEST_ID = 7
+# Window events of the served store are spread over the last HISTORY seconds, so no
+# event leaves a 10-minute window for HISTORY seconds after start: the expected score
+# stays exact (compared byte for byte) for a run of that length.
+HISTORY = 120.0
+
+
+@dataclass
+class Row:
+    """One line of the table: a peer's request, or why it was skipped."""
+
+    name: str
+    target: Target | None = None
+    note: str = ""
+    runs: list[dict[str, float]] = field(default_factory=list)
+
+    def median(self, key: str) -> float:
+        return statistics.median(r[key] for r in self.runs)
+
+
+@dataclass
+class Settings:
+    rtt_count: int
+    rtt_warmup: int
+    seconds: float
+    warmup_seconds: float
+    rounds: int
+
+
+# -- the rtml peer (child process) --------------------------------------------------------
+
+
+def _response(request: bytes, payload: bytes) -> bytes:
+    """The OK response to a request, from the spec (docs/protocol.md): the request's
+    magic, version and opcode, flags = RESPONSE, status 0, its request id, the payload."""
+    return (
+        request[:8]
+        + struct.pack("<HH", 1, 0)
+        + request[12:20]
+        + struct.pack("<I", len(payload))
+        + payload
+    )
+
+
+def serve_rtml(out: Path, n_trees: int) -> None:
+    """Builds the benchmark scorer, writes the SCORE and PREDICT requests and their
+    expected responses into ``out``, then serves until SIGTERM."""
+    import numpy as np
+
+    from benchmarks.scorer import build, make_requests
+    from rtml._core import wire
+    from rtml.server import Server
+
+    rng = np.random.default_rng(0)
+    bench = build(rng, now=time.time(), history=HISTORY, n_trees=n_trees, name=SCORER)
+    req = make_requests(bench, rng, 1)[0]
+    scorer = bench.scorer
+    keys = [req[k] for k in scorer.key_names]
+    fields = np.array([req[f] for f in scorer.request_fields], dtype=np.float64)
+    score = np.atleast_1d(np.asarray(scorer.score(req), dtype=np.float64))
+    score_req = wire.encode_score(REQUEST_ID, SCORER, keys, fields)
+    score_payload = struct.pack("<H", score.size) + score.astype("<f8").tobytes()
+    feats = scorer.explain(req, now=time.time())["features"]
+    X = np.array([[feats[f]["value"] for f in scorer.features]], dtype=np.float32)
+    pred = np.asarray(bench.model.predict(X), dtype=np.float64).reshape(1, -1)
+    predict_req = wire.encode_predict(REQUEST_ID, MODEL, X)
+    predict_payload = struct.pack("<II", *pred.shape) + pred.astype("<f8").tobytes()
+    for name, data in (
+        ("score.req", score_req),
+        ("score.resp", _response(score_req, score_payload)),
+        ("predict.req", predict_req),
+        ("predict.resp", _response(predict_req, predict_payload)),
+    ):
+        (out / name).write_bytes(bytes(data))
+    port = _net.free_port()
+    server = Server(
+        bench.store,
+        scorers={SCORER: scorer},
+        models={MODEL: bench.model},
+        host="127.0.0.1",
+        port=port,
+    )
+    print(f"PORT {port}", flush=True)
+    server.serve_forever()
+
+
+def rtml_rows(tmp: Path, n_trees: int) -> tuple[list[Row], list[Callable[[], None]]]:
+    """Starts the rtml server; its SCORE and PREDICT rows (or why they are missing)."""
+    try:
+        from rtml._core import wire
+        from rtml.server import Server  # noqa: F401
+
+        wire.encode_score  # noqa: B018
+    except (ImportError, AttributeError) as e:
+        why = f"n/a (the rtml server or wire codec is not built here: {e})"
+        return [Row("rtml SCORE", note=why), Row("rtml PREDICT", note=why)], []
+    args = ["benchmarks.server", "--serve-rtml", str(tmp), "--trees", str(n_trees)]
+    try:
+        proc, port = _net.spawn(args, "the rtml server")
+        _net.wait_listening(port)
+    except BenchError as e:
+        return [Row("rtml SCORE", note=f"n/a ({e})"), Row("rtml PREDICT", note=f"n/a ({e})")], []
+    rows = []
+    for name, stem in (("rtml SCORE", "score"), ("rtml PREDICT", "predict")):
+        request, expect = (tmp / f"{stem}.req").read_bytes(), (tmp / f"{stem}.resp").read_bytes()
+        rows.append(Row(name, Target(port, request, len(expect), expect)))
+    return rows, [lambda: _net.stop(proc)]
+
+
+# -- the echo and redis peers -------------------------------------------------------------
+
+
+def echo_row(request: bytes) -> tuple[Row, list[Callable[[], None]]]:
+    try:
+        proc, port = _net.spawn(["benchmarks._net", "echo"], "the echo server")
+    except BenchError as e:
+        return Row("echo (uvloop)", note=f"n/a ({e})"), []
+    return Row("echo (uvloop)", Target(port, request, len(request), request)), [
+        lambda: _net.stop(proc)
+    ]
+
+
+def redis_rows(value_len: int) -> tuple[list[Row], list[Callable[[], None]]]:
+    from benchmarks.store import start_redis
+
+    proc, port, why = start_redis()
+    if proc is None:
+        return [Row("redis PING", note=f"n/a ({why})"), Row("redis GET", note=f"n/a ({why})")], []
+    value = bytes(range(256))[:value_len].ljust(value_len, b"v")
+    if _net.exchange(port, _net.resp(b"SET", b"bench:value", value), 5) != b"+OK\r\n":
+        _net.stop(proc)
+        raise BenchError("redis-server did not accept SET")
+    got = b"$%d\r\n%s\r\n" % (value_len, value)
+    rows = [
+        Row("redis PING", Target(port, _net.resp(b"PING"), 7, b"+PONG\r\n")),
+        Row("redis GET", Target(port, _net.resp(b"GET", b"bench:value"), len(got), got)),
+    ]
+    return rows, [lambda: _net.stop(proc)]
+
+
+# -- measuring and reporting --------------------------------------------------------------
+
+
+def measure(client: _net.Client, row: Row, s: Settings) -> None:
+    assert row.target is not None
+    rtt = client.rtt(row.target, count=s.rtt_count, warmup=s.rtt_warmup)
+    run = {"p50": rtt["p50_us"], "p99": rtt["p99_us"], "p999": rtt["p999_us"]}
+    for conns in CONNS:
+        got = client.pipe(
+            row.target, conns=conns, depth=DEPTH, seconds=s.seconds, warmup=s.warmup_seconds
+        )
+        run[f"rps{conns}"] = got["rps"]
+    row.runs.append(run)
+
+
+def _vs(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base else "-"
+
+
+def render(rows: list[Row]) -> list[str]:
+    head = ["peer", "request / response bytes", "RTT p50 µs", "RTT p99 µs", "p99 vs echo"]
+    head += [f"pipelined {c} conn{'s' if c > 1 else ''}" for c in CONNS]
+    head += [f"{CONNS[-1]} conns vs echo"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    echo = next((r for r in rows if r.name.startswith("echo") and r.runs), None)
+    for r in rows:
+        if not r.runs or r.target is None:
+            lines.append(f"| {r.name} | {r.note} |" + " - |" * (len(head) - 2))
+            continue
+        cells = [r.name, f"{len(r.target.request)} / {r.target.response_len}"]
+        cells += [_fmt_us(r.median("p50")), _fmt_us(r.median("p99"))]
+        cells.append(_vs(r.median("p99"), echo.median("p99") if echo else None))
+        cells += [f"{_fmt_rate(r.median(f'rps{c}'))}/s" for c in CONNS]
+        last = f"rps{CONNS[-1]}"
+        cells.append(_vs(r.median(last), echo.median(last) if echo else None))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def goal_lines(rows: list[Row]) -> list[str]:
+    by = {r.name: r for r in rows if r.runs}
+    score, echo = by.get("rtml SCORE"), by.get("echo (uvloop)")
+    if score is None or echo is None:
+        return ["Goals: not evaluated (the rtml or the echo peer did not run)."]
+    p99 = score.median("p99") / echo.median("p99")
+    best = max(score.median(f"rps{c}") for c in CONNS)
+    return [
+        "| goal | measured (this run) | met? |",
+        "|---|---|---|",
+        f"| SCORE RTT p99 <= 1.3x echo p99 | {score.median('p99'):.1f} vs "
+        f"{echo.median('p99'):.1f} µs: {p99:.2f}x | {'yes' if p99 <= 1.3 else 'no'} |",
+        f"| pipelined >= 500k scores/s, one server process | {_fmt_rate(best)}/s "
+        f"(best of 1 and 4 conns) | {'yes' if best >= 500_000 else 'no'} |",
+    ]
+
+
+def machine_line() -> str:
+    redis = shutil.which("redis-server")
+    redis_v = "not installed"
+    if redis:
+        out = subprocess.run([redis, "--version"], capture_output=True, text=True, check=False)
+        redis_v = out.stdout.split()[2] if out.stdout.count(" ") > 2 else out.stdout.strip()
+    return (
+        f"{os.cpu_count()} CPUs shared by client and servers; 1-min load average at start "
+        f"{os.getloadavg()[0]:.2f}; {platform.system()} {platform.release()}; Python "
+        f"{platform.python_version()}; rtml {rtml.__version__}, uvloop {uvloop.__version__}, "
+        f"redis-server {redis_v.removeprefix('v=')}"
+    )
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    if args.quick:
+        s = Settings(rtt_count=5_000, rtt_warmup=500, seconds=0.5, warmup_seconds=0.2, rounds=1)
+    else:
+        s = Settings(rtt_count=50_000, rtt_warmup=5_000, seconds=3.0, warmup_seconds=0.5, rounds=3)
+    if args.rounds:
+        s.rounds = args.rounds
+    header = machine_line()
+    client = _net.Client()
+    cleanups: list[Callable[[], None]] = []
+    with tempfile.TemporaryDirectory(prefix="rtml-bench-server-") as tmp:
+        try:
+            rows, stop = rtml_rows(Path(tmp), args.trees)
+            cleanups += stop
+            score = rows[0].target
+            echo_request = score.request if score else _net.resp(b"ECHO", b"x" * 64)
+            echo, stop = echo_row(echo_request)
+            cleanups += stop
+            value_len = score.response_len if score else 42
+            more, stop = redis_rows(value_len)
+            cleanups += stop
+            rows = [echo, *more, *rows]
+            for _ in range(s.rounds):
+                for row in rows:
+                    if row.target is not None:
+                        measure(client, row, s)
+        finally:
+            for cleanup in cleanups:
+                cleanup()
+    print(f"# Server: round trips and pipelined throughput on loopback\n\nCommand: `{command}`\n")
+    print(f"- {header}")
+    print(
+        f"- RTT: {s.rtt_count:,} timed round trips after {s.rtt_warmup:,} untimed, one "
+        f"connection, one request in flight. Pipelined: {DEPTH} in flight per connection, "
+        f"{s.seconds:g} s counted after {s.warmup_seconds:g} s. Median of {s.rounds} "
+        f"interleaved round(s). Every response checked byte for byte.\n"
+    )
+    print("\n".join(render(rows)))
+    print()
+    print("\n".join(goal_lines(rows)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.server", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="a second or so per peer: a smoke run")
+    p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 3, quick 1)")
+    p.add_argument("--trees", type=int, default=100, help="trees of the served model")
+    p.add_argument("--serve-rtml", metavar="DIR", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_rtml:
+        serve_rtml(Path(args.serve_rtml), args.trees)
+        return 0
+    command = " ".join(["python -m benchmarks.server", *(argv or sys.argv[1:])])
+    try:
+        return run(args, command)
+    except BenchError as e:
+        print(f"benchmarks.server: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
