@@ -56,6 +56,103 @@ const double kFields[] = {1.5, -0.0, 1e300, std::nan(""), -7.25};
 const float kRowsF32[] = {1.f, 2.f, 3.f, 4.f, 5.f, 6.f};
 const double kRowsF64[] = {0.1, 0.2, 0.3, 0.4};
 const double kOutputs[] = {0.25, 0.75};
+// Batches: 3 rows of (int key, str key) and 2 fields; columns of one kind.
+const Key kBatchKeys[] = {Key::Int(1), Key::Str("a"), Key::Int(-2), Key::Str(""), Key::Int(3), Key::Str("ccc")};
+const double kBatchFields[] = {1, 2, 3, 4, 5, std::nan("")};
+const Key kStrKeys[] = {Key::Str("u1"), Key::Str("user-22")};
+const Key kIntKeys[] = {Key::Int(7), Key::Int(-8), Key::Int(INT64_MIN)};
+const int64_t kEventNs[] = {1000, 0, -3000};
+const uint8_t kRowStatus[] = {0, kRowStale, static_cast<uint8_t>(Code::kTableFull)};
+const uint8_t kFound[] = {1, 0};
+const uint8_t kModelBytes[] = {'R', 'T', 'M', 'F', 0, 1, 2};
+const double kGetValues[] = {0.5, 1.5, 2.5, std::nan(""), std::nan(""), std::nan("")};
+
+// SCORE_BATCH, GET_FEATURES, PUT_FEATURES and INGEST frames, in that order:
+// request, response; then the empty (zero-row) requests.
+std::vector<Bytes> BatchFrames() {
+  std::vector<Bytes> v;
+  ScoreBatchRequest sb;
+  sb.scorer = "fraud";
+  sb.n_rows = 3;
+  sb.n_keys = 2;
+  sb.n_fields = 2;
+  sb.keys = kBatchKeys;
+  sb.fields = kBatchFields;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeScoreBatchRequest(10, sb, o, c); }));
+  ScoreBatchResponse sbr;
+  sbr.n_rows = 3;
+  sbr.n_outputs = 2;
+  sbr.outputs = kBatchFields;
+  sbr.status = kRowStatus;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeScoreBatchResponse(10, sbr, o, c); }));
+  GetFeaturesRequest g;
+  g.table = "users";
+  g.now_ns = 123456789;
+  g.n_keys = 2;
+  g.keys = kStrKeys;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeGetFeaturesRequest(11, g, o, c); }));
+  GetFeaturesResponse gr;
+  gr.n_keys = 2;
+  gr.n_fields = 3;
+  gr.found = kFound;
+  gr.event_ns = kEventNs;
+  gr.values = kGetValues;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeGetFeaturesResponse(11, gr, o, c); }));
+  PutFeaturesRequest p;
+  p.table = "cards";
+  p.n_rows = 3;
+  p.n_fields = 2;
+  p.keys = kIntKeys;
+  p.event_ns = kEventNs;
+  p.values = kBatchFields;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodePutFeaturesRequest(12, p, o, c); }));
+  PutFeaturesResponse pr;
+  pr.n_rows = 3;
+  pr.status = kRowStatus;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodePutFeaturesResponse(12, pr, o, c); }));
+  IngestRequest in;
+  in.window_set = "spend";
+  in.n_events = 2;
+  in.keys = kStrKeys;
+  in.event_ns = kEventNs;
+  in.values = kBatchFields;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeIngestRequest(13, in, o, c); }));
+  IngestResponse ir;
+  ir.accepted = 5;
+  ir.dropped = 2;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeIngestResponse(13, ir, o, c); }));
+  sb.n_rows = 0;
+  sb.keys = nullptr;
+  sb.fields = nullptr;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeScoreBatchRequest(14, sb, o, c); }));
+  in.n_events = 0;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeIngestRequest(15, in, o, c); }));
+  return v;
+}
+
+// STATS, MODEL_LOAD (path, inline) and MODEL_SWAP frames: request, response.
+std::vector<Bytes> AdminFrames() {
+  std::vector<Bytes> v;
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeStatsRequest(20, "fraud", o, c); }));
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeStatsResponse(20, "{\"rows\": 3}", o, c); }));
+  ModelLoadRequest ml;
+  ml.name = "gbm";
+  ml.path = "/models/gbm.rtml";
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeModelLoadRequest(21, ml, o, c); }));
+  ml.source = ModelSource::kInline;
+  ml.data = kModelBytes;
+  ml.size = sizeof(kModelBytes);
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeModelLoadRequest(22, ml, o, c); }));
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeModelLoadResponse(22, "v-abc123", o, c); }));
+  ModelSwapRequest ms;
+  ms.scorer = "fraud";
+  ms.model = "gbm";
+  ms.role = ModelRole::kShadow;
+  ms.arm = "b";
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeModelSwapRequest(23, ms, o, c); }));
+  v.push_back(Encode([&](uint8_t* o, size_t c) { return EncodeModelSwapResponse(23, "v-old", o, c); }));
+  return v;
+}
 
 // One valid frame of every message the codec implements.
 std::vector<Bytes> ValidFrames() {
@@ -102,7 +199,117 @@ std::vector<Bytes> ValidFrames() {
     return EncodeError(static_cast<uint16_t>(Opcode::kScore), 6, Code::kNotFound, "scorer 'x' not found", false, o,
                        c);
   }));
+  for (Bytes& b : BatchFrames()) v.push_back(std::move(b));
+  for (Bytes& b : AdminFrames()) v.push_back(std::move(b));
   return v;
+}
+
+// Decodes with decode(&m) and, on success, re-encodes m with encode(m, out, cap).
+template <typename M, typename Dec, typename Enc>
+Code ReEncode(Dec decode, Enc encode, Bytes* again) {
+  M m;
+  const Code c = decode(&m);
+  if (c == Code::kOk) *again = Encode([&](uint8_t* o, size_t n) { return encode(m, o, n); });
+  return c;
+}
+
+// The requests of DecodeAny's batch and admin opcodes.
+Code DecodeBatchOrAdminRequest(const Frame& f, Bytes* again) {
+  const Limits lim;
+  const uint64_t id = f.header.request_id;
+  Key keys[256];
+  switch (static_cast<Opcode>(f.header.opcode)) {
+    case Opcode::kScoreBatch:
+      return ReEncode<ScoreBatchRequest>(
+          [&](ScoreBatchRequest* m) { return DecodeScoreBatchRequest(f, lim, keys, 256, m); },
+          [&](const ScoreBatchRequest& m, uint8_t* o, size_t n) { return EncodeScoreBatchRequest(id, m, o, n); },
+          again);
+    case Opcode::kGetFeatures:
+      return ReEncode<GetFeaturesRequest>(
+          [&](GetFeaturesRequest* m) { return DecodeGetFeaturesRequest(f, lim, keys, 256, m); },
+          [&](const GetFeaturesRequest& m, uint8_t* o, size_t n) { return EncodeGetFeaturesRequest(id, m, o, n); },
+          again);
+    case Opcode::kPutFeatures:
+      return ReEncode<PutFeaturesRequest>(
+          [&](PutFeaturesRequest* m) { return DecodePutFeaturesRequest(f, lim, keys, 256, m); },
+          [&](const PutFeaturesRequest& m, uint8_t* o, size_t n) { return EncodePutFeaturesRequest(id, m, o, n); },
+          again);
+    case Opcode::kIngest:
+      return ReEncode<IngestRequest>(
+          [&](IngestRequest* m) { return DecodeIngestRequest(f, lim, keys, 256, m); },
+          [&](const IngestRequest& m, uint8_t* o, size_t n) { return EncodeIngestRequest(id, m, o, n); }, again);
+    case Opcode::kStats:
+      return ReEncode<std::string_view>(
+          [&](std::string_view* m) { return DecodeStatsRequest(f, lim, m); },
+          [&](std::string_view m, uint8_t* o, size_t n) { return EncodeStatsRequest(id, m, o, n); }, again);
+    case Opcode::kModelLoad:
+      return ReEncode<ModelLoadRequest>(
+          [&](ModelLoadRequest* m) { return DecodeModelLoadRequest(f, lim, m); },
+          [&](const ModelLoadRequest& m, uint8_t* o, size_t n) { return EncodeModelLoadRequest(id, m, o, n); }, again);
+    case Opcode::kModelSwap:
+      return ReEncode<ModelSwapRequest>(
+          [&](ModelSwapRequest* m) { return DecodeModelSwapRequest(f, lim, m); },
+          [&](const ModelSwapRequest& m, uint8_t* o, size_t n) { return EncodeModelSwapRequest(id, m, o, n); }, again);
+    default:
+      return Code::kUnsupported;  // known opcode without a codec yet
+  }
+}
+
+// The responses of DecodeAny's batch and admin opcodes; typed arrays are
+// copied out of the wire bytes first, as a client would.
+Code DecodeBatchOrAdminResponse(const Frame& f, Bytes* again) {
+  const Limits lim;
+  const uint64_t id = f.header.request_id;
+  std::vector<double> values;
+  std::vector<int64_t> event_ns;
+  switch (static_cast<Opcode>(f.header.opcode)) {
+    case Opcode::kScoreBatch:
+      return ReEncode<ScoreBatchResponse>(
+          [&](ScoreBatchResponse* m) { return DecodeScoreBatchResponse(f, m); },
+          [&](ScoreBatchResponse m, uint8_t* o, size_t n) {
+            values.resize(size_t{m.n_rows} * m.n_outputs);
+            CopyF64(m.raw, values.size(), values.data());
+            m.outputs = values.data();
+            return EncodeScoreBatchResponse(id, m, o, n);
+          },
+          again);
+    case Opcode::kGetFeatures:
+      return ReEncode<GetFeaturesResponse>(
+          [&](GetFeaturesResponse* m) { return DecodeGetFeaturesResponse(f, m); },
+          [&](GetFeaturesResponse m, uint8_t* o, size_t n) {
+            values.resize(size_t{m.n_keys} * m.n_fields);
+            event_ns.resize(m.n_keys);
+            CopyF64(m.raw_values, values.size(), values.data());
+            CopyI64(m.raw_event_ns, event_ns.size(), event_ns.data());
+            m.values = values.data();
+            m.event_ns = event_ns.data();
+            return EncodeGetFeaturesResponse(id, m, o, n);
+          },
+          again);
+    case Opcode::kPutFeatures:
+      return ReEncode<PutFeaturesResponse>(
+          [&](PutFeaturesResponse* m) { return DecodePutFeaturesResponse(f, m); },
+          [&](const PutFeaturesResponse& m, uint8_t* o, size_t n) { return EncodePutFeaturesResponse(id, m, o, n); },
+          again);
+    case Opcode::kIngest:
+      return ReEncode<IngestResponse>(
+          [&](IngestResponse* m) { return DecodeIngestResponse(f, m); },
+          [&](const IngestResponse& m, uint8_t* o, size_t n) { return EncodeIngestResponse(id, m, o, n); }, again);
+    case Opcode::kStats:
+      return ReEncode<std::string_view>(
+          [&](std::string_view* m) { return DecodeStatsResponse(f, m); },
+          [&](std::string_view m, uint8_t* o, size_t n) { return EncodeStatsResponse(id, m, o, n); }, again);
+    case Opcode::kModelLoad:
+      return ReEncode<std::string_view>(
+          [&](std::string_view* m) { return DecodeModelLoadResponse(f, lim, m); },
+          [&](std::string_view m, uint8_t* o, size_t n) { return EncodeModelLoadResponse(id, m, o, n); }, again);
+    case Opcode::kModelSwap:
+      return ReEncode<std::string_view>(
+          [&](std::string_view* m) { return DecodeModelSwapResponse(f, lim, m); },
+          [&](std::string_view m, uint8_t* o, size_t n) { return EncodeModelSwapResponse(id, m, o, n); }, again);
+    default:
+      return Code::kUnsupported;
+  }
 }
 
 // Decodes a frame as a receiver would (request or response by the flag) and,
@@ -183,7 +390,7 @@ Code DecodeAny(const Frame& f, Bytes* again) {
       return c;
     }
     default:
-      return Code::kUnsupported;  // known opcode without a codec yet
+      return response ? DecodeBatchOrAdminResponse(f, again) : DecodeBatchOrAdminRequest(f, again);
   }
 }
 
@@ -507,6 +714,225 @@ RTML_TEST(LyingInnerLengths) {
   Bytes newer = frame_with(Opcode::kScore, t);
   newer[5] = kVersionMinor + 1;
   CHECK(DecodeScoreRequest(Split(newer), Limits{}, keys, 8, fields, 8, &sr) == Code::kOk);
+}
+
+RTML_TEST(BatchMessagesDecodeTheirFields) {
+  const auto v = BatchFrames();
+  Key keys[8];
+  {
+    ScoreBatchRequest m;
+    CHECK(DecodeScoreBatchRequest(Split(v[0]), Limits{}, keys, 8, &m) == Code::kOk);
+    CHECK(m.scorer == "fraud" && m.n_rows == 3 && m.n_keys == 2 && m.n_fields == 2 && m.keys == keys);
+    for (size_t i = 0; i < 6; ++i) {  // row-major, as ScoreMany takes them
+      CHECK(keys[i].is_string == kBatchKeys[i].is_string && keys[i].i == kBatchKeys[i].i &&
+            keys[i].s == kBatchKeys[i].s);
+    }
+    double fields[6];
+    CopyF64(m.fields, 6, fields);
+    CHECK(fields[0] == 1 && fields[4] == 5 && std::isnan(fields[5]));
+    CHECK(DecodeScoreBatchRequest(Split(v[0]), Limits{}, keys, 5, &m) == Code::kTooMany);
+  }
+  {
+    ScoreBatchResponse m;
+    CHECK(DecodeScoreBatchResponse(Split(v[1]), &m) == Code::kOk);
+    CHECK(m.n_rows == 3 && m.n_outputs == 2 && m.status[1] == kRowStale && m.status[2] == 128);
+    double out[6];
+    CopyF64(m.raw, 6, out);
+    CHECK(out[3] == 4 && std::isnan(out[5]));
+  }
+  {
+    GetFeaturesRequest m;
+    CHECK(DecodeGetFeaturesRequest(Split(v[2]), Limits{}, keys, 8, &m) == Code::kOk);
+    CHECK(m.table == "users" && m.now_ns == 123456789 && m.n_keys == 2 && keys[1].s == "user-22");
+    GetFeaturesResponse r;
+    CHECK(DecodeGetFeaturesResponse(Split(v[3]), &r) == Code::kOk);
+    CHECK(r.n_keys == 2 && r.n_fields == 3 && r.found[0] == 1 && r.found[1] == 0);
+    int64_t ev[2];
+    double vals[6];
+    CopyI64(r.raw_event_ns, 2, ev);
+    CopyF64(r.raw_values, 6, vals);
+    CHECK(ev[0] == 1000 && ev[1] == 0 && vals[2] == 2.5 && std::isnan(vals[3]));
+  }
+  {
+    PutFeaturesRequest m;
+    CHECK(DecodePutFeaturesRequest(Split(v[4]), Limits{}, keys, 8, &m) == Code::kOk);
+    CHECK(m.table == "cards" && m.n_rows == 3 && m.n_fields == 2 && keys[2].i == INT64_MIN);
+    int64_t ev[3];
+    CopyI64(m.event_ns, 3, ev);
+    CHECK(ev[2] == -3000);
+    PutFeaturesResponse r;
+    CHECK(DecodePutFeaturesResponse(Split(v[5]), &r) == Code::kOk);
+    CHECK(r.n_rows == 3 && r.status[1] == kRowStale);
+  }
+  {
+    IngestRequest m;
+    CHECK(DecodeIngestRequest(Split(v[6]), Limits{}, keys, 8, &m) == Code::kOk);
+    CHECK(m.window_set == "spend" && m.n_events == 2 && keys[0].s == "u1");
+    double vals[2];
+    CopyF64(m.values, 2, vals);
+    CHECK(vals[1] == 2);
+    IngestResponse r;
+    CHECK(DecodeIngestResponse(Split(v[7]), &r) == Code::kOk);
+    CHECK(r.accepted == 5 && r.dropped == 2);
+  }
+  {
+    ScoreBatchRequest m;  // zero rows: no key buffer needed
+    CHECK(DecodeScoreBatchRequest(Split(v[8]), Limits{}, nullptr, 0, &m) == Code::kOk);
+    CHECK(m.n_rows == 0 && m.n_keys == 2);
+  }
+}
+
+RTML_TEST(AdminMessagesDecodeTheirFields) {
+  const auto v = AdminFrames();
+  std::string_view s;
+  CHECK(DecodeStatsRequest(Split(v[0]), Limits{}, &s) == Code::kOk && s == "fraud");
+  CHECK(DecodeStatsResponse(Split(v[1]), &s) == Code::kOk && s == "{\"rows\": 3}");
+  ModelLoadRequest ml;
+  CHECK(DecodeModelLoadRequest(Split(v[2]), Limits{}, &ml) == Code::kOk);
+  CHECK(ml.name == "gbm" && ml.source == ModelSource::kPath && ml.path == "/models/gbm.rtml" && ml.size == 0);
+  CHECK(DecodeModelLoadRequest(Split(v[3]), Limits{}, &ml) == Code::kOk);
+  CHECK(ml.source == ModelSource::kInline && ml.path.empty() && ml.size == sizeof(kModelBytes) &&
+        std::memcmp(ml.data, kModelBytes, ml.size) == 0);
+  CHECK(DecodeModelLoadResponse(Split(v[4]), Limits{}, &s) == Code::kOk && s == "v-abc123");
+  ModelSwapRequest ms;
+  CHECK(DecodeModelSwapRequest(Split(v[5]), Limits{}, &ms) == Code::kOk);
+  CHECK(ms.scorer == "fraud" && ms.model == "gbm" && ms.role == ModelRole::kShadow && ms.arm == "b");
+  CHECK(DecodeModelSwapResponse(Split(v[6]), Limits{}, &s) == Code::kOk && s == "v-old");
+  // An error frame is not a response of these kinds.
+  const Bytes err = Encode([](uint8_t* o, size_t c) {
+    return EncodeError(static_cast<uint16_t>(Opcode::kModelLoad), 1, Code::kModelError, "bad file", false, o, c);
+  });
+  CHECK(DecodeModelLoadResponse(Split(err), Limits{}, &s) == Code::kModelError);
+  CHECK(DecodeStatsResponse(Split(err), &s) == Code::kModelError);
+}
+
+RTML_TEST(BatchLimitsAreTooMany) {
+  const auto v = BatchFrames();
+  Key keys[8];
+  Limits lim;
+  lim.max_rows = 2;
+  ScoreBatchRequest sb;
+  GetFeaturesRequest g;
+  PutFeaturesRequest p;
+  IngestRequest in;
+  CHECK(DecodeScoreBatchRequest(Split(v[0]), lim, keys, 8, &sb) == Code::kTooMany);
+  CHECK(DecodePutFeaturesRequest(Split(v[4]), lim, keys, 8, &p) == Code::kTooMany);
+  CHECK(DecodePutFeaturesRequest(Split(v[4]), Limits{}, keys, 2, &p) == Code::kTooMany);
+  lim.max_rows = 1;
+  CHECK(DecodeGetFeaturesRequest(Split(v[2]), lim, keys, 8, &g) == Code::kTooMany);
+  CHECK(DecodeIngestRequest(Split(v[6]), lim, keys, 8, &in) == Code::kTooMany);
+  CHECK(DecodeIngestRequest(Split(v[6]), Limits{}, keys, 1, &in) == Code::kTooMany);
+  lim = Limits{};
+  lim.max_keys = 1;
+  CHECK(DecodeScoreBatchRequest(Split(v[0]), lim, keys, 8, &sb) == Code::kTooMany);
+  lim = Limits{};
+  lim.max_fields = 1;
+  CHECK(DecodeScoreBatchRequest(Split(v[0]), lim, keys, 8, &sb) == Code::kTooMany);
+  CHECK(DecodePutFeaturesRequest(Split(v[4]), lim, keys, 8, &p) == Code::kTooMany);
+  lim = Limits{};
+  lim.max_key_bytes = 2;
+  CHECK(DecodeScoreBatchRequest(Split(v[0]), lim, keys, 8, &sb) == Code::kStringTooLong);
+  CHECK(DecodeGetFeaturesRequest(Split(v[2]), lim, keys, 8, &g) == Code::kStringTooLong);
+  lim.max_name_bytes = 3;
+  CHECK(DecodeIngestRequest(Split(v[6]), lim, keys, 8, &in) == Code::kStringTooLong);
+  // A path longer than kMaxPathBytes.
+  const std::string long_path(kMaxPathBytes + 1, 'p');
+  ModelLoadRequest ml;
+  ml.name = "m";
+  ml.path = long_path;
+  const Bytes b = Encode([&](uint8_t* o, size_t c) { return EncodeModelLoadRequest(1, ml, o, c); });
+  CHECK(DecodeModelLoadRequest(Split(b), Limits{}, &ml) == Code::kStringTooLong);
+}
+
+RTML_TEST(KeyColumnKinds) {
+  // Encoders refuse a column whose rows mix kinds, and unknown enum values.
+  const Key mixed[] = {Key::Int(1), Key::Str("x")};
+  GetFeaturesRequest g;
+  g.table = "t";
+  g.n_keys = 2;
+  g.keys = mixed;
+  CHECK(EncodeGetFeaturesRequest(1, g, nullptr, 0) == 0);
+  ScoreBatchRequest sb;  // column 0 of rows 0 and 1 is (Int, Str)
+  const Key rows[] = {Key::Int(1), Key::Int(2), Key::Str("a"), Key::Int(3)};
+  const double fields[2] = {0, 0};
+  sb.scorer = "s";
+  sb.n_rows = 2;
+  sb.n_keys = 2;
+  sb.n_fields = 1;
+  sb.keys = rows;
+  sb.fields = fields;
+  CHECK(EncodeScoreBatchRequest(1, sb, nullptr, 0) == 0);
+  ModelSwapRequest ms;
+  ms.role = static_cast<ModelRole>(2);
+  CHECK(EncodeModelSwapRequest(1, ms, nullptr, 0) == 0);
+  ModelLoadRequest ml;
+  ml.source = static_cast<ModelSource>(2);
+  CHECK(EncodeModelLoadRequest(1, ml, nullptr, 0) == 0);
+}
+
+RTML_TEST(LyingBatchCounts) {
+  auto frame_with = [](Opcode op, uint16_t flags, const Bytes& payload) {
+    Header h;
+    h.opcode = static_cast<uint16_t>(op);
+    h.flags = flags;
+    h.payload_len = static_cast<uint32_t>(payload.size());
+    Bytes b(kHeaderSize);
+    WriteHeader(h, b.data());
+    b.insert(b.end(), payload.begin(), payload.end());
+    return b;
+  };
+  Key keys[8];
+  GetFeaturesRequest g;
+  // table "t", now 0, n_keys, then a key column
+  auto get = [&](uint32_t n, const Bytes& column) {
+    Bytes p = {1, 0, 't', 0, 0, 0, 0, 0, 0, 0, 0};
+    p.insert(p.end(), reinterpret_cast<const uint8_t*>(&n), reinterpret_cast<const uint8_t*>(&n) + 4);
+    p.insert(p.end(), column.begin(), column.end());
+    return DecodeGetFeaturesRequest(Split(frame_with(Opcode::kGetFeatures, 0, p)), Limits{}, keys, 8, &g);
+  };
+  CHECK(get(2, {0, 1, 0, 0, 0, 0, 0, 0, 0}) == Code::kMalformed);  // 2 int keys, 1 present
+  CHECK(get(2, {1, 1, 0, 'a'}) == Code::kMalformed);               // 2 str keys, 1 present
+  CHECK(get(2, {1, 5, 0, 'a', 0, 0}) == Code::kMalformed);         // str length lies
+  CHECK(get(0xFFFFFFFF, {0}) == Code::kTooMany);                   // refused before reading
+  CHECK(get(1, {2, 0, 0, 0, 0, 0, 0, 0, 0}) == Code::kBadKeyKind);
+  CHECK(get(0, {1}) == Code::kMalformed);  // an empty column is of kind int
+  CHECK(get(0, {0}) == Code::kOk);
+  CHECK(get(1, {0, 1, 0, 0, 0, 0, 0, 0, 0, 0xAA}) == Code::kMalformed);  // trailing byte
+  // SCORE_BATCH: 65536 rows x 4096 fields claimed in a few bytes
+  ScoreBatchRequest sb;
+  Bytes q = {1, 0, 's', 0, 0, 1, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3};
+  CHECK(DecodeScoreBatchRequest(Split(frame_with(Opcode::kScoreBatch, 0, q)), Limits{}, keys, 8, &sb) ==
+        Code::kMalformed);
+  // Responses: n_rows * n_outputs and n_keys far beyond the payload
+  ScoreBatchResponse sbr;
+  Bytes r = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 1, 2};
+  CHECK(DecodeScoreBatchResponse(Split(frame_with(Opcode::kScoreBatch, kFlagResponse, r)), &sbr) ==
+        Code::kMalformed);
+  Bytes rr = {1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};  // nonzero reserved
+  CHECK(DecodeScoreBatchResponse(Split(frame_with(Opcode::kScoreBatch, kFlagResponse, rr)), &sbr) ==
+        Code::kMalformed);
+  GetFeaturesResponse gr;
+  Bytes gq = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 1};
+  CHECK(DecodeGetFeaturesResponse(Split(frame_with(Opcode::kGetFeatures, kFlagResponse, gq)), &gr) ==
+        Code::kMalformed);
+  Bytes found2 = {1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0};  // found byte 2
+  CHECK(DecodeGetFeaturesResponse(Split(frame_with(Opcode::kGetFeatures, kFlagResponse, found2)), &gr) ==
+        Code::kMalformed);
+  PutFeaturesResponse pr;
+  Bytes pq = {3, 0, 0, 0, 0, 0};
+  CHECK(DecodePutFeaturesResponse(Split(frame_with(Opcode::kPutFeatures, kFlagResponse, pq)), &pr) ==
+        Code::kMalformed);
+  std::string_view s;
+  Bytes st = {0xFF, 0xFF, 0xFF, 0x7F, '{', '}'};
+  CHECK(DecodeStatsResponse(Split(frame_with(Opcode::kStats, kFlagResponse, st)), &s) == Code::kMalformed);
+  ModelLoadRequest ml;
+  Bytes inl = {1, 0, 'm', 1, 0xFF, 0xFF, 0, 0, 1, 2};
+  CHECK(DecodeModelLoadRequest(Split(frame_with(Opcode::kModelLoad, 0, inl)), Limits{}, &ml) == Code::kMalformed);
+  Bytes src = {1, 0, 'm', 7, 0, 0};
+  CHECK(DecodeModelLoadRequest(Split(frame_with(Opcode::kModelLoad, 0, src)), Limits{}, &ml) == Code::kBadValue);
+  ModelSwapRequest ms;
+  Bytes role = {1, 0, 's', 1, 0, 'm', 9, 0, 0};
+  CHECK(DecodeModelSwapRequest(Split(frame_with(Opcode::kModelSwap, 0, role)), Limits{}, &ms) == Code::kBadValue);
 }
 
 RTML_TEST(MutationFuzz) {

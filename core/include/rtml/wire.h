@@ -49,6 +49,8 @@ inline constexpr uint16_t kKnownFlags = kFlagResponse | kFlagClosing;
 
 // Error messages are cut to this many bytes when encoded.
 inline constexpr size_t kMaxMessageBytes = 4096;
+// MODEL_LOAD paths on the server.
+inline constexpr uint16_t kMaxPathBytes = 4096;
 
 enum class Opcode : uint16_t {
 #define RTML_X(name, value, wire_name) name = value,
@@ -78,7 +80,8 @@ struct Limits {
   uint16_t max_key_bytes = 1024;    // one string entity key
   uint16_t max_token_bytes = 1024;  // HELLO auth token
   uint16_t max_keys = 64;           // entity keys per SCORE request
-  uint32_t max_fields = 4096;       // request fields per SCORE request
+  uint32_t max_fields = 4096;       // request fields per SCORE request (or per row)
+  uint32_t max_rows = 65536;        // rows, keys or events per batch request
 };
 
 struct Header {
@@ -254,6 +257,95 @@ struct PredictResponse {
   const uint8_t* raw = nullptr;    // decode only: n_rows * n_outputs f64
 };
 
+// A batch's keys are row-major: key k of row r is keys[r * n_keys + k]
+// (what Scorer::ScoreMany takes). On the wire each key position is one
+// column of a single kind; encoding a column whose rows mix kinds fails (0).
+// Arrays are typed caller data when encoding and unaligned wire bytes after
+// decoding: copy them out with CopyF64 / CopyI64.
+struct ScoreBatchRequest {
+  std::string_view scorer;
+  uint32_t n_rows = 0;
+  uint16_t n_keys = 0;  // keys per row
+  uint32_t n_fields = 0;  // fields per row
+  const Key* keys = nullptr;     // n_rows * n_keys, row-major
+  const void* fields = nullptr;  // f64[n_rows * n_fields], row-major
+};
+
+struct ScoreBatchResponse {
+  uint32_t n_rows = 0;
+  uint16_t n_outputs = 0;
+  const double* outputs = nullptr;  // encode only: n_rows * n_outputs, row-major
+  const uint8_t* raw = nullptr;     // decode only: n_rows * n_outputs f64
+  const uint8_t* status = nullptr;  // n_rows row codes: 0 ok, else a Code (row is NaN)
+};
+
+struct GetFeaturesRequest {
+  std::string_view table;
+  int64_t now_ns = 0;  // 0: the server's clock
+  uint32_t n_keys = 0;
+  const Key* keys = nullptr;
+};
+
+struct GetFeaturesResponse {
+  uint32_t n_keys = 0;
+  uint32_t n_fields = 0;
+  const uint8_t* found = nullptr;      // n_keys: 1 found, 0 missing or expired
+  const int64_t* event_ns = nullptr;   // encode only: n_keys, 0 when missing
+  const double* values = nullptr;      // encode only: n_keys * n_fields, NaN when missing
+  const uint8_t* raw_event_ns = nullptr;  // decode only
+  const uint8_t* raw_values = nullptr;    // decode only
+};
+
+struct PutFeaturesRequest {
+  std::string_view table;
+  uint32_t n_rows = 0;
+  uint32_t n_fields = 0;
+  const Key* keys = nullptr;       // n_rows
+  const void* event_ns = nullptr;  // i64[n_rows]
+  const void* values = nullptr;    // f64[n_rows * n_fields], row-major
+};
+
+// Per-row status of PUT_FEATURES beyond the Code values: the row was older
+// than the stored record and ignored.
+inline constexpr uint8_t kRowStale = 1;
+
+struct PutFeaturesResponse {
+  uint32_t n_rows = 0;
+  const uint8_t* status = nullptr;  // n_rows: 0 ok, kRowStale, else a Code
+};
+
+struct IngestRequest {
+  std::string_view window_set;
+  uint32_t n_events = 0;
+  const Key* keys = nullptr;       // n_events
+  const void* event_ns = nullptr;  // i64[n_events]
+  const void* values = nullptr;    // f64[n_events]
+};
+
+struct IngestResponse {
+  uint32_t accepted = 0;
+  uint32_t dropped = 0;  // too old for every window: counted, not stored
+};
+
+enum class ModelSource : uint8_t { kPath = 0, kInline = 1 };
+
+struct ModelLoadRequest {
+  std::string_view name;
+  ModelSource source = ModelSource::kPath;
+  std::string_view path;          // kPath: a file on the server, at most kMaxPathBytes
+  const uint8_t* data = nullptr;  // kInline: an rtml compiled model file's bytes
+  uint32_t size = 0;
+};
+
+enum class ModelRole : uint8_t { kPrimary = 0, kShadow = 1 };
+
+struct ModelSwapRequest {
+  std::string_view scorer;
+  std::string_view model;  // a loaded model's name
+  ModelRole role = ModelRole::kPrimary;
+  std::string_view arm;  // empty: the primary (or only) arm
+};
+
 // Encoders write one whole frame (header + payload) into out[0, cap) and
 // return its size; if the size is above cap, nothing usable was written:
 // retry with that many bytes. They return 0 for a message that no receiver
@@ -266,6 +358,24 @@ size_t EncodeScoreRequest(uint64_t id, const ScoreRequest& m, uint8_t* out, size
 size_t EncodeScoreResponse(uint64_t id, const ScoreResponse& m, uint8_t* out, size_t cap) noexcept;
 size_t EncodePredictRequest(uint64_t id, const PredictRequest& m, uint8_t* out, size_t cap) noexcept;
 size_t EncodePredictResponse(uint64_t id, const PredictResponse& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeScoreBatchRequest(uint64_t id, const ScoreBatchRequest& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeScoreBatchResponse(uint64_t id, const ScoreBatchResponse& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeGetFeaturesRequest(uint64_t id, const GetFeaturesRequest& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeGetFeaturesResponse(uint64_t id, const GetFeaturesResponse& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodePutFeaturesRequest(uint64_t id, const PutFeaturesRequest& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodePutFeaturesResponse(uint64_t id, const PutFeaturesResponse& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeIngestRequest(uint64_t id, const IngestRequest& m, uint8_t* out, size_t cap) noexcept;
+size_t EncodeIngestResponse(uint64_t id, const IngestResponse& m, uint8_t* out, size_t cap) noexcept;
+// STATS request: a scorer, table or window set name (empty: everything).
+size_t EncodeStatsRequest(uint64_t id, std::string_view name, uint8_t* out, size_t cap) noexcept;
+// STATS response: a UTF-8 JSON document.
+size_t EncodeStatsResponse(uint64_t id, std::string_view json, uint8_t* out, size_t cap) noexcept;
+size_t EncodeModelLoadRequest(uint64_t id, const ModelLoadRequest& m, uint8_t* out, size_t cap) noexcept;
+// MODEL_LOAD response: the loaded model's version.
+size_t EncodeModelLoadResponse(uint64_t id, std::string_view version, uint8_t* out, size_t cap) noexcept;
+size_t EncodeModelSwapRequest(uint64_t id, const ModelSwapRequest& m, uint8_t* out, size_t cap) noexcept;
+// MODEL_SWAP response: the version the swap replaced.
+size_t EncodeModelSwapResponse(uint64_t id, std::string_view previous, uint8_t* out, size_t cap) noexcept;
 // An error response to `opcode` (kOpcodeNone for connection-level errors);
 // message is cut to kMaxMessageBytes. closing sets kFlagClosing.
 size_t EncodeError(uint16_t opcode, uint64_t id, Code code, std::string_view message, bool closing,
@@ -282,6 +392,30 @@ Code DecodeScoreRequest(const Frame& f, const Limits& limits, Key* keys, size_t 
 Code DecodeScoreResponse(const Frame& f, ScoreResponse* out) noexcept;
 Code DecodePredictRequest(const Frame& f, const Limits& limits, PredictRequest* out) noexcept;
 Code DecodePredictResponse(const Frame& f, PredictResponse* out) noexcept;
+// Batch requests write their keys row-major to keys[0, key_cap); kTooMany
+// when they need more, or when a count exceeds limits.max_rows / max_keys /
+// max_fields. kBadKeyKind for a key column of an unknown kind.
+Code DecodeScoreBatchRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                             ScoreBatchRequest* out) noexcept;
+Code DecodeScoreBatchResponse(const Frame& f, ScoreBatchResponse* out) noexcept;
+Code DecodeGetFeaturesRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                              GetFeaturesRequest* out) noexcept;
+// kMalformed for a found byte other than 0 or 1.
+Code DecodeGetFeaturesResponse(const Frame& f, GetFeaturesResponse* out) noexcept;
+Code DecodePutFeaturesRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                              PutFeaturesRequest* out) noexcept;
+Code DecodePutFeaturesResponse(const Frame& f, PutFeaturesResponse* out) noexcept;
+Code DecodeIngestRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                         IngestRequest* out) noexcept;
+Code DecodeIngestResponse(const Frame& f, IngestResponse* out) noexcept;
+Code DecodeStatsRequest(const Frame& f, const Limits& limits, std::string_view* name) noexcept;
+Code DecodeStatsResponse(const Frame& f, std::string_view* json) noexcept;
+// kBadValue for an unknown source byte; path at most kMaxPathBytes.
+Code DecodeModelLoadRequest(const Frame& f, const Limits& limits, ModelLoadRequest* out) noexcept;
+Code DecodeModelLoadResponse(const Frame& f, const Limits& limits, std::string_view* version) noexcept;
+// kBadValue for an unknown role byte.
+Code DecodeModelSwapRequest(const Frame& f, const Limits& limits, ModelSwapRequest* out) noexcept;
+Code DecodeModelSwapResponse(const Frame& f, const Limits& limits, std::string_view* previous) noexcept;
 // Response decoders expect header status kOk; for any other status they
 // return it untouched and DecodeError reads the message.
 // Error response: *code is the header's status, *message its text.
@@ -290,6 +424,9 @@ Code DecodeError(const Frame& f, Code* code, std::string_view* message) noexcept
 // Copies n little-endian values from unaligned wire bytes.
 inline void CopyF64(const void* src, size_t n, double* out) noexcept {
   if (n != 0) std::memcpy(out, src, n * sizeof(double));
+}
+inline void CopyI64(const void* src, size_t n, int64_t* out) noexcept {
+  if (n != 0) std::memcpy(out, src, n * sizeof(int64_t));
 }
 inline void CopyF32(const void* src, size_t n, float* out) noexcept {
   if (n != 0) std::memcpy(out, src, n * sizeof(float));

@@ -37,6 +37,38 @@ class FrameBuilder {
     }
     w.Raw(data, static_cast<size_t>(n) * item_size);
   }
+  // A key column: u8 kind, then n i64 or n str16, read at keys[0],
+  // keys[stride], ... An empty column is written as kind int.
+  void KeyColumn(const Key* keys, size_t n, size_t stride) noexcept {
+    const bool str = n != 0 && keys[0].is_string;
+    w.U8(str ? kKeyStr : kKeyInt);
+    for (size_t i = 0; i < n; ++i) {
+      const Key& k = keys[i * stride];
+      if (k.is_string != str) invalid_ = true;  // one kind per column
+      if (str) {
+        Str16(k.s);
+      } else {
+        w.I64(k.i);
+      }
+    }
+  }
+  // u32 length + bytes.
+  void Blob32(const void* data, size_t n) noexcept {
+    if (n > std::numeric_limits<uint32_t>::max()) {
+      invalid_ = true;
+      return;
+    }
+    w.U32(static_cast<uint32_t>(n));
+    Array(data, n, 1);
+  }
+  // Keyed rows of PUT_FEATURES and INGEST: key column, i64 event_ns[n],
+  // f64 values[n * width].
+  void KeyedRows(const Key* keys, uint32_t n, uint32_t width, const void* event_ns, const void* values) noexcept {
+    KeyColumn(keys, n, 1);
+    Array(event_ns, n, sizeof(int64_t));
+    Array(values, uint64_t{n} * width, sizeof(double));
+  }
+  void Invalid() noexcept { invalid_ = true; }
   size_t Finish() noexcept {
     const size_t payload = w.size() - kHeaderSize;
     if (invalid_ || payload > std::numeric_limits<uint32_t>::max()) return 0;
@@ -63,6 +95,72 @@ Code Finish(const Reader& r, const Frame& f) noexcept {
 Reader PayloadReader(const Frame& f) noexcept { return Reader(f.payload, f.header.payload_len); }
 
 uint16_t ResponseStatus(const Frame& f) noexcept { return f.header.status; }
+
+// n items of item_size bytes viewed in place; the count is judged against the
+// bytes left before any size is computed from it.
+bool View(Reader& r, uint64_t n, size_t item_size, const uint8_t** out) noexcept {
+  return r.CanHold(n, item_size) && r.Bytes(static_cast<size_t>(n) * item_size, out);
+}
+
+// Reads a key column (FrameBuilder::KeyColumn) of n keys into keys[0],
+// keys[stride], ...; the caller checked that the buffer holds them. An empty
+// column must be of kind int, so every accepted column has one encoding.
+Code ReadKeyColumn(Reader& r, const Limits& limits, size_t n, Key* keys, size_t stride) noexcept {
+  uint8_t kind;
+  if (!r.U8(&kind)) return Code::kMalformed;
+  if (kind == kKeyInt) {
+    const uint8_t* raw;
+    if (!View(r, n, sizeof(int64_t), &raw)) return Code::kMalformed;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t v;
+      std::memcpy(&v, raw + i * sizeof(int64_t), sizeof(v));
+      keys[i * stride] = Key::Int(v);
+    }
+    return Code::kOk;
+  }
+  if (kind != kKeyStr) return Code::kBadKeyKind;
+  if (n == 0 || !r.CanHold(n, sizeof(uint16_t))) return Code::kMalformed;
+  for (size_t i = 0; i < n; ++i) {
+    std::string_view s;
+    const Code c = r.Str16(limits.max_key_bytes, &s);
+    if (c != Code::kOk) return c;
+    keys[i * stride] = Key::Str(s);
+  }
+  return Code::kOk;
+}
+
+// FrameBuilder::KeyedRows, read back; the arrays are views.
+Code ReadKeyedRows(Reader& r, const Limits& limits, uint32_t n, uint32_t width, Key* keys, const void** event_ns,
+                   const void** values) noexcept {
+  const Code c = ReadKeyColumn(r, limits, n, keys, 1);
+  if (c != Code::kOk) return c;
+  const uint8_t* ev;
+  const uint8_t* vals;
+  if (!View(r, n, sizeof(int64_t), &ev) || !View(r, uint64_t{n} * width, sizeof(double), &vals)) {
+    return Code::kMalformed;
+  }
+  *event_ns = ev;
+  *values = vals;
+  return Code::kOk;
+}
+
+// A response whose payload is one str16 (MODEL_LOAD, MODEL_SWAP).
+size_t EncodeStr16Response(Opcode op, uint64_t id, std::string_view s, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(op), kFlagResponse, 0, id);
+  b.Str16(s);
+  return b.Finish();
+}
+
+Code DecodeStr16Payload(const Frame& f, uint16_t max, std::string_view* out) noexcept {
+  Reader r = PayloadReader(f);
+  const Code c = r.Str16(max, out);
+  return c != Code::kOk ? c : Finish(r, f);
+}
+
+// u32 length + bytes (STATS response, inline MODEL_LOAD).
+bool ReadBlob32(Reader& r, const uint8_t** data, uint32_t* n) noexcept {
+  return r.U32(n) && r.Bytes(*n, data);
+}
 
 }  // namespace
 
@@ -293,7 +391,7 @@ Code DecodeScoreRequest(const Frame& f, const Limits& limits, Key* keys, size_t 
   if (!r.U32(&n_fields)) return Code::kMalformed;
   if (n_fields > limits.max_fields || n_fields > field_cap) return Code::kTooMany;
   const uint8_t* raw;
-  if (!r.CanHold(n_fields, sizeof(double)) || !r.Bytes(n_fields * sizeof(double), &raw)) return Code::kMalformed;
+  if (!View(r, n_fields, sizeof(double), &raw)) return Code::kMalformed;
   CopyF64(raw, n_fields, fields);
   out->keys = keys;
   out->n_keys = n_keys;
@@ -348,9 +446,8 @@ Code DecodePredictRequest(const Frame& f, const Limits& limits, PredictRequest* 
   if (out->n_cols == 0 && out->n_rows != 0) return Code::kBadShape;
   out->dtype = static_cast<DType>(dtype);
   const size_t item = out->dtype == DType::kFloat32 ? sizeof(float) : sizeof(double);
-  const uint64_t n = uint64_t{out->n_rows} * out->n_cols;  // < 2^64: both are u32
   const uint8_t* raw;
-  if (!r.CanHold(n, item) || !r.Bytes(static_cast<size_t>(n) * item, &raw)) return Code::kMalformed;
+  if (!View(r, uint64_t{out->n_rows} * out->n_cols, item, &raw)) return Code::kMalformed;  // < 2^64: both u32
   out->data = raw;
   return Finish(r, f);
 }
@@ -367,13 +464,318 @@ size_t EncodePredictResponse(uint64_t id, const PredictResponse& m, uint8_t* out
 Code DecodePredictResponse(const Frame& f, PredictResponse* out) noexcept {
   if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
   Reader r = PayloadReader(f);
-  if (!r.U32(&out->n_rows) || !r.U32(&out->n_outputs)) return Code::kMalformed;
-  const uint64_t n = uint64_t{out->n_rows} * out->n_outputs;
-  if (!r.CanHold(n, sizeof(double)) || !r.Bytes(static_cast<size_t>(n) * sizeof(double), &out->raw)) {
+  if (!r.U32(&out->n_rows) || !r.U32(&out->n_outputs) ||
+      !View(r, uint64_t{out->n_rows} * out->n_outputs, sizeof(double), &out->raw)) {
     return Code::kMalformed;
   }
   out->values = nullptr;
   return Finish(r, f);
+}
+
+// ---- SCORE_BATCH: str16 scorer, u32 n_rows, u16 n_keys, u32 n_fields,
+// n_keys key columns of n_rows, f64[n_rows * n_fields] row-major ----
+
+size_t EncodeScoreBatchRequest(uint64_t id, const ScoreBatchRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kScoreBatch), 0, 0, id);
+  b.Str16(m.scorer);
+  b.w.U32(m.n_rows);
+  b.w.U16(m.n_keys);
+  b.w.U32(m.n_fields);
+  // With no rows, keys may be null (and null + k is undefined).
+  for (size_t k = 0; k < m.n_keys; ++k) b.KeyColumn(m.n_rows == 0 ? m.keys : m.keys + k, m.n_rows, m.n_keys);
+  b.Array(m.fields, uint64_t{m.n_rows} * m.n_fields, sizeof(double));
+  return b.Finish();
+}
+
+Code DecodeScoreBatchRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                             ScoreBatchRequest* out) noexcept {
+  Reader r = PayloadReader(f);
+  const Code c = r.Str16(limits.max_name_bytes, &out->scorer);
+  if (c != Code::kOk) return c;
+  if (!r.U32(&out->n_rows) || !r.U16(&out->n_keys) || !r.U32(&out->n_fields)) return Code::kMalformed;
+  if (out->n_rows > limits.max_rows || out->n_keys > limits.max_keys || out->n_fields > limits.max_fields ||
+      uint64_t{out->n_rows} * out->n_keys > key_cap) {
+    return Code::kTooMany;
+  }
+  for (size_t k = 0; k < out->n_keys; ++k) {
+    const Code kc = ReadKeyColumn(r, limits, out->n_rows, out->n_rows == 0 ? keys : keys + k, out->n_keys);
+    if (kc != Code::kOk) return kc;
+  }
+  const uint8_t* raw;
+  if (!View(r, uint64_t{out->n_rows} * out->n_fields, sizeof(double), &raw)) return Code::kMalformed;
+  out->keys = keys;
+  out->fields = raw;
+  return Finish(r, f);
+}
+
+// u32 n_rows, u16 n_outputs, u16 reserved, f64[n_rows * n_outputs], u8[n_rows]
+size_t EncodeScoreBatchResponse(uint64_t id, const ScoreBatchResponse& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kScoreBatch), kFlagResponse, 0, id);
+  b.w.U32(m.n_rows);
+  b.w.U16(m.n_outputs);
+  b.w.U16(0);
+  b.Array(m.outputs, uint64_t{m.n_rows} * m.n_outputs, sizeof(double));
+  b.Array(m.status, m.n_rows, 1);
+  return b.Finish();
+}
+
+Code DecodeScoreBatchResponse(const Frame& f, ScoreBatchResponse* out) noexcept {
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  Reader r = PayloadReader(f);
+  uint16_t reserved;
+  if (!r.U32(&out->n_rows) || !r.U16(&out->n_outputs) || !r.U16(&reserved)) return Code::kMalformed;
+  if (reserved != 0 && f.header.minor <= kVersionMinor) return Code::kMalformed;
+  if (!View(r, uint64_t{out->n_rows} * out->n_outputs, sizeof(double), &out->raw) ||
+      !View(r, out->n_rows, 1, &out->status)) {
+    return Code::kMalformed;
+  }
+  out->outputs = nullptr;
+  return Finish(r, f);
+}
+
+// ---- GET_FEATURES: str16 table, i64 now_ns, u32 n_keys, key column ----
+
+size_t EncodeGetFeaturesRequest(uint64_t id, const GetFeaturesRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kGetFeatures), 0, 0, id);
+  b.Str16(m.table);
+  b.w.I64(m.now_ns);
+  b.w.U32(m.n_keys);
+  b.KeyColumn(m.keys, m.n_keys, 1);
+  return b.Finish();
+}
+
+Code DecodeGetFeaturesRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                              GetFeaturesRequest* out) noexcept {
+  Reader r = PayloadReader(f);
+  Code c = r.Str16(limits.max_name_bytes, &out->table);
+  if (c != Code::kOk) return c;
+  if (!r.I64(&out->now_ns) || !r.U32(&out->n_keys)) return Code::kMalformed;
+  if (out->n_keys > limits.max_rows || out->n_keys > key_cap) return Code::kTooMany;
+  c = ReadKeyColumn(r, limits, out->n_keys, keys, 1);
+  if (c != Code::kOk) return c;
+  out->keys = keys;
+  return Finish(r, f);
+}
+
+// u32 n_keys, u32 n_fields, u8 found[n_keys], i64 event_ns[n_keys],
+// f64 values[n_keys * n_fields]
+size_t EncodeGetFeaturesResponse(uint64_t id, const GetFeaturesResponse& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kGetFeatures), kFlagResponse, 0, id);
+  b.w.U32(m.n_keys);
+  b.w.U32(m.n_fields);
+  b.Array(m.found, m.n_keys, 1);
+  b.Array(m.event_ns, m.n_keys, sizeof(int64_t));
+  b.Array(m.values, uint64_t{m.n_keys} * m.n_fields, sizeof(double));
+  return b.Finish();
+}
+
+Code DecodeGetFeaturesResponse(const Frame& f, GetFeaturesResponse* out) noexcept {
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  Reader r = PayloadReader(f);
+  if (!r.U32(&out->n_keys) || !r.U32(&out->n_fields)) return Code::kMalformed;
+  if (!View(r, out->n_keys, 1, &out->found) || !View(r, out->n_keys, sizeof(int64_t), &out->raw_event_ns) ||
+      !View(r, uint64_t{out->n_keys} * out->n_fields, sizeof(double), &out->raw_values)) {
+    return Code::kMalformed;
+  }
+  for (uint32_t i = 0; i < out->n_keys; ++i) {
+    if (out->found[i] > 1) return Code::kMalformed;
+  }
+  out->event_ns = nullptr;
+  out->values = nullptr;
+  return Finish(r, f);
+}
+
+// ---- PUT_FEATURES: str16 table, u32 n_rows, u32 n_fields, key column,
+// i64 event_ns[n_rows], f64 values[n_rows * n_fields] ----
+
+size_t EncodePutFeaturesRequest(uint64_t id, const PutFeaturesRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kPutFeatures), 0, 0, id);
+  b.Str16(m.table);
+  b.w.U32(m.n_rows);
+  b.w.U32(m.n_fields);
+  b.KeyedRows(m.keys, m.n_rows, m.n_fields, m.event_ns, m.values);
+  return b.Finish();
+}
+
+Code DecodePutFeaturesRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                              PutFeaturesRequest* out) noexcept {
+  Reader r = PayloadReader(f);
+  Code c = r.Str16(limits.max_name_bytes, &out->table);
+  if (c != Code::kOk) return c;
+  if (!r.U32(&out->n_rows) || !r.U32(&out->n_fields)) return Code::kMalformed;
+  if (out->n_rows > limits.max_rows || out->n_rows > key_cap || out->n_fields > limits.max_fields) {
+    return Code::kTooMany;
+  }
+  c = ReadKeyedRows(r, limits, out->n_rows, out->n_fields, keys, &out->event_ns, &out->values);
+  if (c != Code::kOk) return c;
+  out->keys = keys;
+  return Finish(r, f);
+}
+
+// u32 n_rows, u8 status[n_rows]
+size_t EncodePutFeaturesResponse(uint64_t id, const PutFeaturesResponse& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kPutFeatures), kFlagResponse, 0, id);
+  b.w.U32(m.n_rows);
+  b.Array(m.status, m.n_rows, 1);
+  return b.Finish();
+}
+
+Code DecodePutFeaturesResponse(const Frame& f, PutFeaturesResponse* out) noexcept {
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  Reader r = PayloadReader(f);
+  if (!r.U32(&out->n_rows) || !View(r, out->n_rows, 1, &out->status)) return Code::kMalformed;
+  return Finish(r, f);
+}
+
+// ---- INGEST: str16 window_set, u32 n_events, key column, i64 event_ns[n],
+// f64 values[n] ----
+
+size_t EncodeIngestRequest(uint64_t id, const IngestRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kIngest), 0, 0, id);
+  b.Str16(m.window_set);
+  b.w.U32(m.n_events);
+  b.KeyedRows(m.keys, m.n_events, 1, m.event_ns, m.values);
+  return b.Finish();
+}
+
+Code DecodeIngestRequest(const Frame& f, const Limits& limits, Key* keys, size_t key_cap,
+                         IngestRequest* out) noexcept {
+  Reader r = PayloadReader(f);
+  Code c = r.Str16(limits.max_name_bytes, &out->window_set);
+  if (c != Code::kOk) return c;
+  if (!r.U32(&out->n_events)) return Code::kMalformed;
+  if (out->n_events > limits.max_rows || out->n_events > key_cap) return Code::kTooMany;
+  c = ReadKeyedRows(r, limits, out->n_events, 1, keys, &out->event_ns, &out->values);
+  if (c != Code::kOk) return c;
+  out->keys = keys;
+  return Finish(r, f);
+}
+
+// u32 accepted, u32 dropped
+size_t EncodeIngestResponse(uint64_t id, const IngestResponse& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kIngest), kFlagResponse, 0, id);
+  b.w.U32(m.accepted);
+  b.w.U32(m.dropped);
+  return b.Finish();
+}
+
+Code DecodeIngestResponse(const Frame& f, IngestResponse* out) noexcept {
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  Reader r = PayloadReader(f);
+  r.U32(&out->accepted);
+  r.U32(&out->dropped);
+  return Finish(r, f);
+}
+
+// ---- STATS: str16 name; response u32 length + UTF-8 JSON ----
+
+size_t EncodeStatsRequest(uint64_t id, std::string_view name, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kStats), 0, 0, id);
+  b.Str16(name);
+  return b.Finish();
+}
+
+Code DecodeStatsRequest(const Frame& f, const Limits& limits, std::string_view* name) noexcept {
+  return DecodeStr16Payload(f, limits.max_name_bytes, name);
+}
+
+size_t EncodeStatsResponse(uint64_t id, std::string_view json, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kStats), kFlagResponse, 0, id);
+  b.Blob32(json.data(), json.size());
+  return b.Finish();
+}
+
+Code DecodeStatsResponse(const Frame& f, std::string_view* json) noexcept {
+  *json = {};
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  Reader r = PayloadReader(f);
+  const uint8_t* data;
+  uint32_t n;
+  if (!ReadBlob32(r, &data, &n)) return Code::kMalformed;
+  *json = std::string_view(reinterpret_cast<const char*>(data), n);
+  return Finish(r, f);
+}
+
+// ---- MODEL_LOAD: str16 name, u8 source, str16 path | u32 length + bytes;
+// response str16 version ----
+
+size_t EncodeModelLoadRequest(uint64_t id, const ModelLoadRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kModelLoad), 0, 0, id);
+  b.Str16(m.name);
+  b.w.U8(static_cast<uint8_t>(m.source));
+  if (m.source == ModelSource::kPath) {
+    b.Str16(m.path);
+  } else if (m.source == ModelSource::kInline) {
+    b.Blob32(m.data, m.size);
+  } else {
+    b.Invalid();
+  }
+  return b.Finish();
+}
+
+Code DecodeModelLoadRequest(const Frame& f, const Limits& limits, ModelLoadRequest* out) noexcept {
+  *out = ModelLoadRequest{};  // the source not taken stays empty
+  Reader r = PayloadReader(f);
+  Code c = r.Str16(limits.max_name_bytes, &out->name);
+  if (c != Code::kOk) return c;
+  uint8_t source;
+  if (!r.U8(&source)) return Code::kMalformed;
+  if (source == static_cast<uint8_t>(ModelSource::kPath)) {
+    c = r.Str16(kMaxPathBytes, &out->path);
+    if (c != Code::kOk) return c;
+  } else if (source == static_cast<uint8_t>(ModelSource::kInline)) {
+    if (!ReadBlob32(r, &out->data, &out->size)) return Code::kMalformed;
+  } else {
+    return Code::kBadValue;
+  }
+  out->source = static_cast<ModelSource>(source);
+  return Finish(r, f);
+}
+
+size_t EncodeModelLoadResponse(uint64_t id, std::string_view version, uint8_t* out, size_t cap) noexcept {
+  return EncodeStr16Response(Opcode::kModelLoad, id, version, out, cap);
+}
+
+Code DecodeModelLoadResponse(const Frame& f, const Limits& limits, std::string_view* version) noexcept {
+  *version = {};
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  return DecodeStr16Payload(f, limits.max_name_bytes, version);
+}
+
+// ---- MODEL_SWAP: str16 scorer, str16 model, u8 role, str16 arm;
+// response str16 previous version ----
+
+size_t EncodeModelSwapRequest(uint64_t id, const ModelSwapRequest& m, uint8_t* out, size_t cap) noexcept {
+  FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kModelSwap), 0, 0, id);
+  b.Str16(m.scorer);
+  b.Str16(m.model);
+  if (m.role != ModelRole::kPrimary && m.role != ModelRole::kShadow) b.Invalid();
+  b.w.U8(static_cast<uint8_t>(m.role));
+  b.Str16(m.arm);
+  return b.Finish();
+}
+
+Code DecodeModelSwapRequest(const Frame& f, const Limits& limits, ModelSwapRequest* out) noexcept {
+  Reader r = PayloadReader(f);
+  Code c = r.Str16(limits.max_name_bytes, &out->scorer);
+  if (c == Code::kOk) c = r.Str16(limits.max_name_bytes, &out->model);
+  if (c != Code::kOk) return c;
+  uint8_t role;
+  if (!r.U8(&role)) return Code::kMalformed;
+  if (role > static_cast<uint8_t>(ModelRole::kShadow)) return Code::kBadValue;
+  out->role = static_cast<ModelRole>(role);
+  c = r.Str16(limits.max_name_bytes, &out->arm);
+  return c != Code::kOk ? c : Finish(r, f);
+}
+
+size_t EncodeModelSwapResponse(uint64_t id, std::string_view previous, uint8_t* out, size_t cap) noexcept {
+  return EncodeStr16Response(Opcode::kModelSwap, id, previous, out, cap);
+}
+
+Code DecodeModelSwapResponse(const Frame& f, const Limits& limits, std::string_view* previous) noexcept {
+  *previous = {};
+  if (ResponseStatus(f) != 0) return static_cast<Code>(ResponseStatus(f));
+  return DecodeStr16Payload(f, limits.max_name_bytes, previous);
 }
 
 // ---- Error response: str16 message (header status = the code) ----
