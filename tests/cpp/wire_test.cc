@@ -684,16 +684,16 @@ RTML_TEST(LyingInnerLengths) {
   Bytes b = frame_with(Opcode::kScore, {0xFF, 0xFF, 'a', 'b'});
   CHECK(DecodeScoreRequest(Split(b), Limits{}, keys, 8, fields, 8, &sr) == Code::kMalformed);
   // n_fields claims 3, 2 follow
-  Bytes p = {1, 0, 's', 0, 0, 3, 0, 0, 0};
+  Bytes p = {1, 0, 's', /*now_ns*/ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0};
   p.resize(p.size() + 16, 0);
   CHECK(DecodeScoreRequest(Split(frame_with(Opcode::kScore, p)), Limits{}, keys, 8, fields, 8, &sr) ==
         Code::kMalformed);
   // n_fields claims 2^32 - 1: refused by the limit before anything is read
-  Bytes q = {1, 0, 's', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF};
+  Bytes q = {1, 0, 's', /*now_ns*/ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF};
   CHECK(DecodeScoreRequest(Split(frame_with(Opcode::kScore, q)), Limits{}, keys, 8, fields, 8, &sr) ==
         Code::kTooMany);
   // unknown key kind
-  Bytes k = {1, 0, 's', 1, 0, 7};
+  Bytes k = {1, 0, 's', /*now_ns*/ 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 7};
   CHECK(DecodeScoreRequest(Split(frame_with(Opcode::kScore, k)), Limits{}, keys, 8, fields, 8, &sr) ==
         Code::kBadKeyKind);
   // PREDICT claiming (2^32-1)^2 float64 values in a few bytes
@@ -707,7 +707,7 @@ RTML_TEST(LyingInnerLengths) {
   Bytes d = {1, 0, 'm', 9, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   CHECK(DecodePredictRequest(Split(frame_with(Opcode::kPredict, d)), Limits{}, &pr) == Code::kBadDType);
   // trailing bytes in our own minor version
-  Bytes t = {1, 0, 's', 0, 0, 0, 0, 0, 0, 0xAA};
+  Bytes t = {1, 0, 's', /*now_ns*/ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xAA};
   CHECK(DecodeScoreRequest(Split(frame_with(Opcode::kScore, t)), Limits{}, keys, 8, fields, 8, &sr) ==
         Code::kMalformed);
   // ... tolerated from a newer minor (appended fields)

@@ -228,6 +228,7 @@ struct HelloResponse {
 // keys and fields point into caller buffers (decode) or caller data (encode).
 struct ScoreRequest {
   std::string_view scorer;
+  int64_t now_ns = 0;  // the time stored features are read at; 0: the server's clock
   const Key* keys = nullptr;
   size_t n_keys = 0;
   const double* fields = nullptr;
@@ -264,6 +265,7 @@ struct PredictResponse {
 // decoding: copy them out with CopyF64 / CopyI64.
 struct ScoreBatchRequest {
   std::string_view scorer;
+  int64_t now_ns = 0;  // 0: the server's clock
   uint32_t n_rows = 0;
   uint16_t n_keys = 0;  // keys per row
   uint32_t n_fields = 0;  // fields per row

@@ -346,6 +346,7 @@ size_t EncodePing(uint64_t id, uint16_t flags, std::string_view echo, uint8_t* o
 size_t EncodeScoreRequest(uint64_t id, const ScoreRequest& m, uint8_t* out, size_t cap) noexcept {
   FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kScore), 0, 0, id);
   b.Str16(m.scorer);
+  b.w.I64(m.now_ns);
   if (m.n_keys > 0xFFFF) return 0;
   b.w.U16(static_cast<uint16_t>(m.n_keys));
   for (size_t i = 0; i < m.n_keys; ++i) {
@@ -369,7 +370,7 @@ Code DecodeScoreRequest(const Frame& f, const Limits& limits, Key* keys, size_t 
   Code c = r.Str16(limits.max_name_bytes, &out->scorer);
   if (c != Code::kOk) return c;
   uint16_t n_keys;
-  if (!r.U16(&n_keys)) return Code::kMalformed;
+  if (!r.I64(&out->now_ns) || !r.U16(&n_keys)) return Code::kMalformed;
   if (n_keys > limits.max_keys || n_keys > key_cap) return Code::kTooMany;
   for (size_t i = 0; i < n_keys; ++i) {
     uint8_t kind;
@@ -478,6 +479,7 @@ Code DecodePredictResponse(const Frame& f, PredictResponse* out) noexcept {
 size_t EncodeScoreBatchRequest(uint64_t id, const ScoreBatchRequest& m, uint8_t* out, size_t cap) noexcept {
   FrameBuilder b(out, cap, static_cast<uint16_t>(Opcode::kScoreBatch), 0, 0, id);
   b.Str16(m.scorer);
+  b.w.I64(m.now_ns);
   b.w.U32(m.n_rows);
   b.w.U16(m.n_keys);
   b.w.U32(m.n_fields);
@@ -492,7 +494,9 @@ Code DecodeScoreBatchRequest(const Frame& f, const Limits& limits, Key* keys, si
   Reader r = PayloadReader(f);
   const Code c = r.Str16(limits.max_name_bytes, &out->scorer);
   if (c != Code::kOk) return c;
-  if (!r.U32(&out->n_rows) || !r.U16(&out->n_keys) || !r.U32(&out->n_fields)) return Code::kMalformed;
+  if (!r.I64(&out->now_ns) || !r.U32(&out->n_rows) || !r.U16(&out->n_keys) || !r.U32(&out->n_fields)) {
+    return Code::kMalformed;
+  }
   if (out->n_rows > limits.max_rows || out->n_keys > limits.max_keys || out->n_fields > limits.max_fields ||
       uint64_t{out->n_rows} * out->n_keys > key_cap) {
     return Code::kTooMany;
