@@ -1,4 +1,6 @@
-"""Builds rtml's extension module rtml._core (pybind11) from core/ and bindings/.
+"""Builds rtml's extension modules: rtml._core (pybind11) from core/ and bindings/, and
+rtml._wire (Cython), the server's per-connection protocol, which reaches the core
+through the C API capsule declared in bindings/server_capi.h.
 
 Metadata and build requirements live in pyproject.toml; CMakeLists.txt builds the
 same core/ sources for the C++ tests and sanitizer builds.
@@ -14,8 +16,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from Cython.Build import cythonize
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent.resolve()
 
@@ -46,7 +49,18 @@ setup(
             include_dirs=["core/include", "bindings"],
             cxx_std=17,
             extra_compile_args=compile_args(),
-        )
+        ),
+        *cythonize(
+            [
+                Extension(
+                    "rtml._wire",
+                    ["rtml/_wire.pyx"],
+                    include_dirs=["bindings"],
+                    extra_compile_args=["-O2"],
+                )
+            ],
+            compiler_directives={"language_level": "3"},
+        ),
     ],
     cmdclass={"build_ext": build_ext},
 )

@@ -6,6 +6,7 @@
 #include "rtml/feature_table.h"
 #include "rtml/window.h"
 #include "rtml/metrics.h"
+#include "rtml/scorer.h"
 
 namespace rtml_bindings {
 void BindForest(pybind11::module_& m);
@@ -22,6 +23,8 @@ rtml::FeatureTable* TableOfPyTable(const pybind11::handle& obj);
 rtml::FeatureTable* TableOfPyWindows(const pybind11::handle& obj);
 rtml::WindowTable* WindowsOfPyWindows(const pybind11::handle& obj);
 void BindScorer(pybind11::module_& m);
+// The core scorer behind a binding object and its metrics observer, or nullptr.
+const rtml::Scorer* ScorerOfPyScorer(const pybind11::handle& obj, rtml::ScoreObserver** observer);
 void BindWire(pybind11::module_& m);   // bindings/wire.cc
 void BindServer(pybind11::module_& m);  // bindings/server.cc
 }  // namespace rtml_bindings

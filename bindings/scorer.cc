@@ -49,6 +49,9 @@ ScorerConfig MakeConfig(const py::list& arms, const py::object& shadow, const st
 
 class PyScorer {
  public:
+  const rtml::Scorer& core() const { return *scorer_; }
+  rtml::ScoreObserver* observer() const { return stats_.get(); }
+
   // inputs: per model feature (kind, source, column, key) with kind 0 request,
   // 1 table, 2 window; tables / windows: the core objects (kept alive here).
   PyScorer(const py::list& inputs, const std::vector<std::string>& key_names,
@@ -342,6 +345,13 @@ class PyScorer {
 };
 
 }  // namespace
+
+const rtml::Scorer* ScorerOfPyScorer(const py::handle& obj, rtml::ScoreObserver** observer) {
+  if (!py::isinstance<PyScorer>(obj)) return nullptr;
+  const PyScorer& s = obj.cast<const PyScorer&>();
+  *observer = s.observer();
+  return &s.core();
+}
 
 void BindScorer(py::module_& m) {
   py::class_<PyScorer>(m, "Scorer", "Core scorer (see rtml.Scorer).")
