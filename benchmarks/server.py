@@ -81,15 +81,13 @@ class Settings:
 
 
 def _response(request: bytes, payload: bytes) -> bytes:
-    """The OK response to a request, from the spec (docs/protocol.md): the request's
-    magic, version and opcode, flags = RESPONSE, status 0, its request id, the payload."""
-    return (
-        request[:8]
-        + struct.pack("<HH", 1, 0)
-        + request[12:20]
-        + struct.pack("<I", len(payload))
-        + payload
-    )
+    """The OK response to a request, laid out from docs/protocol.md (an oracle that does
+    not share the server's encoder): the request's magic, version and opcode, flags
+    RESPONSE, status OK, its request id, then the payload."""
+    from rtml._core import wire
+
+    flags_status = struct.pack("<HH", wire.FLAG_RESPONSE, wire.STATUS["OK"])
+    return request[:8] + flags_status + request[12:20] + struct.pack("<I", len(payload)) + payload
 
 
 def serve_rtml(out: Path, n_trees: int) -> None:
