@@ -247,21 +247,36 @@ def _legit_sessions(rng: np.random.Generator, w: _World, n: int, duration: float
     lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), n)) + 1]
     lengths[-1] -= lengths.sum() - n
     lengths = lengths[lengths > 0]
-    starts = rng.uniform(0.0, duration, len(lengths))
     cards = rng.choice(len(w.weight), size=len(lengths), p=w.weight)
-    return _legit(rng, w, _grouped_times(rng, starts, lengths, 45.0), np.repeat(cards, lengths))
+    return _legit(rng, w, _grouped_times(rng, lengths, 45.0, duration), np.repeat(cards, lengths))
 
 
 def _grouped_times(
-    rng: np.random.Generator, starts: np.ndarray, lengths: np.ndarray, mean_gap: float
+    rng: np.random.Generator, lengths: np.ndarray, mean_gap: float, duration: float
 ) -> np.ndarray:
-    """Times of groups of events: each group begins at its start, then exponential gaps."""
+    """Times of groups of events with exponential gaps, each group starting at a random
+    time that lets it end within ``duration``."""
     gaps = rng.exponential(mean_gap, int(lengths.sum()))
     first = np.cumsum(lengths) - lengths
     gaps[first] = 0.0
     within = np.cumsum(gaps)
     within -= np.repeat(within[first], lengths)
+    span = np.maximum.reduceat(within, first)
+    starts = rng.random(len(lengths)) * np.maximum(duration - span, 0.0)
     return np.repeat(starts, lengths) + within
+
+
+def _incident_offsets(rng: np.random.Generator, kind: int) -> tuple[np.ndarray, int]:
+    """Times of an incident's transactions from its first one, and how many of them are
+    tiny card tests."""
+    if kind == 1:  # burst: 4 to 15 transactions about 12 s apart
+        return np.cumsum(np.r_[0.0, rng.exponential(12.0, int(rng.integers(3, 15)))]), 0
+    if kind == 2:  # card testing: tiny amounts 20 s apart, a pause, then 1 or 2 large ones
+        n_tiny, n_big = int(rng.integers(2, 6)), int(rng.integers(1, 3))
+        gaps = rng.exponential(20.0, n_tiny + n_big)
+        gaps[0], gaps[n_tiny] = 0.0, 30.0 + rng.exponential(150.0)
+        return np.cumsum(gaps), n_tiny
+    return np.cumsum(np.r_[0.0, rng.exponential(90.0, int(rng.integers(0, 2)))]), 0
 
 
 def _fraud(rng: np.random.Generator, w: _World, n_incidents: int, duration: float) -> dict:
@@ -283,28 +298,25 @@ def _fraud(rng: np.random.Generator, w: _World, n_incidents: int, duration: floa
     parts = []
     kinds = rng.choice(3, size=n_incidents, p=_PATTERN_P) + 1
     for k, kind in enumerate(kinds):
-        card, t = int(rng.integers(n_cards)), float(rng.uniform(0.0, duration))
+        card = int(rng.integers(n_cards))
+        offsets, n_tiny = _incident_offsets(rng, int(kind))
+        m = len(offsets)
+        t = float(rng.uniform(0.0, max(duration - offsets[-1], 0.0)))
         scale = w.scale[card]
         if kind == 1:  # burst
-            m = int(rng.integers(4, 16))
-            ts = t + np.cumsum(np.r_[0.0, rng.exponential(12.0, m - 1)])
             merchant = np.where(rng.random(m) < 0.5, shady(t, m), popular(m))
             amount = rng.lognormal(np.log(max(2.0 * scale, 60.0)), 0.5, m)
             online = rng.random(m) < 0.85
-        elif kind == 2:  # card testing: tiny amounts, a pause, then large ones
-            n_tiny, n_big = int(rng.integers(2, 6)), int(rng.integers(1, 3))
-            gaps = rng.exponential(20.0, n_tiny + n_big)
-            gaps[0], gaps[n_tiny] = 0.0, 30.0 + rng.exponential(150.0)
-            ts, m = t + np.cumsum(gaps), n_tiny + n_big
+        elif kind == 2:  # card testing
+            n_big = m - n_tiny
             merchant = np.r_[np.repeat(shady(t, 1), n_tiny), popular(n_big)]
             amount = np.r_[rng.uniform(0.5, 3.0, n_tiny), rng.lognormal(np.log(500.0), 0.5, n_big)]
             online = np.r_[np.ones(n_tiny, bool), rng.random(n_big) < 0.8]
         else:  # unusual amount
-            m = int(rng.integers(1, 3))
-            ts = t + np.cumsum(np.r_[0.0, rng.exponential(90.0, m - 1)])
             merchant = np.where(rng.random(m) < 0.3, shady(t, m), popular(m))
             amount = scale * rng.lognormal(np.log(10.0), 0.4, m)
             online = rng.random(m) < 0.6
+        ts = t + offsets
         cards = np.full(m, card)
         parts.append(_columns(ts, cards, merchant, amount, online, np.full(m, kind), np.full(m, k)))
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
