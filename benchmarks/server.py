@@ -256,6 +256,34 @@ def machine_line() -> str:
     )
 
 
+PEERS = ("echo", "redis", "rtml")
+
+
+def start_peers(
+    peers: set[str], tmp: Path, n_trees: int, cleanups: list[Callable[[], None]]
+) -> list[Row]:
+    """Starts the chosen peers (adding how to stop each to cleanups); their rows."""
+    unknown = peers.difference(PEERS)
+    if unknown:
+        raise BenchError(f"unknown peer(s) {sorted(unknown)}; choose from {list(PEERS)}")
+    rtml_: list[Row] = []
+    if "rtml" in peers:
+        rtml_, stop = rtml_rows(tmp, n_trees)
+        cleanups += stop
+    score = rtml_[0].target if rtml_ else None
+    echo: list[Row] = []
+    if "echo" in peers:
+        # Without rtml: a stand-in of an rtml request's size.
+        row, stop = echo_row(score.request if score else b"RTML" + bytes(144))
+        echo = [row]
+        cleanups += stop
+    redis: list[Row] = []
+    if "redis" in peers:
+        redis, stop = redis_rows(score.response_len if score else 42)
+        cleanups += stop
+    return [*echo, *redis, *rtml_]
+
+
 def run(args: argparse.Namespace, command: str) -> int:
     if args.quick:
         s = Settings(rtt_count=5_000, rtt_warmup=500, seconds=0.5, warmup_seconds=0.2, rounds=1)
@@ -268,16 +296,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     cleanups: list[Callable[[], None]] = []
     with tempfile.TemporaryDirectory(prefix="rtml-bench-server-") as tmp:
         try:
-            rows, stop = rtml_rows(Path(tmp), args.trees)
-            cleanups += stop
-            score = rows[0].target
-            echo_request = score.request if score else _net.resp(b"ECHO", b"x" * 64)
-            echo, stop = echo_row(echo_request)
-            cleanups += stop
-            value_len = score.response_len if score else 42
-            more, stop = redis_rows(value_len)
-            cleanups += stop
-            rows = [echo, *more, *rows]
+            rows = start_peers(set(args.peers.split(",")), Path(tmp), args.trees, cleanups)
             for _ in range(s.rounds):
                 for row in rows:
                     if row.target is not None:
@@ -304,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="a second or so per peer: a smoke run")
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 3, quick 1)")
     p.add_argument("--trees", type=int, default=100, help="trees of the served model")
+    p.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated subset of {','.join(PEERS)}"
+    )
     p.add_argument("--serve-rtml", metavar="DIR", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_rtml:
