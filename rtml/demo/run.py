@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from rtml import FeatureStore, Model, Scorer
 from rtml.demo import pipeline
 from rtml.demo.stream import PATTERNS, Events, Stream, make_stream
 
@@ -127,10 +128,7 @@ def run_demo(
 
 
 def _connect(
-    stack: contextlib.ExitStack,
-    store: Any,
-    scorer: Any,
-    model: Any,
+    stack: contextlib.ExitStack, store: FeatureStore, scorer: Scorer, model: Model
 ) -> tuple[_ScoreFn, _ApplyFn, str]:
     """Starts the server in a thread and connects a client; both are closed by ``stack``."""
     from rtml.client import Client
@@ -165,9 +163,10 @@ def _stream(
     feeder = pipeline.Feeder(events, stream.profiles)
     requests = pipeline.requests(events)
     ts = events.ts.tolist()
+    blocks = pipeline.blocks(events)  # known up front here; a live feeder cuts them as it goes
     clock = time.perf_counter_ns
     t0 = time.perf_counter()
-    for start, stop in pipeline.blocks(events):
+    for start, stop in blocks:
         for i in range(start, stop):
             request = next(requests)
             now = ts[i]
