@@ -424,3 +424,21 @@ def test_async_cancelled_callers_leave_the_others_in_step(
             return await asyncio.gather(*others)
 
     assert run(main()) == [b"%d" % i for i in range(5)]
+
+
+def test_async_callers_cancelled_waiting_for_a_slot_leak_none(
+    scripted: Callable[..., Scripted], run: Callable[..., Any]
+) -> None:
+    server = scripted(echo, max_in_flight=1)
+
+    async def main() -> list[bytes]:
+        async with await rc.AsyncClient.connect("127.0.0.1", server.port) as client:
+            calls = [asyncio.ensure_future(client.ping(b"%d" % i)) for i in range(6)]
+            await asyncio.sleep(0)  # the first holds the only slot; the others wait
+            calls[2].cancel()
+            calls[4].cancel()
+            done = await asyncio.gather(*calls, return_exceptions=True)
+            assert [type(d) for d in done].count(asyncio.CancelledError) == 2
+            return [await client.ping(b"after %d" % i) for i in range(3)]
+
+    assert run(main()) == [b"after 0", b"after 1", b"after 2"]
