@@ -73,6 +73,7 @@ std::vector<Bytes> BatchFrames() {
   std::vector<Bytes> v;
   ScoreBatchRequest sb;
   sb.scorer = "fraud";
+  sb.now_ns = -5;
   sb.n_rows = 3;
   sb.n_keys = 2;
   sb.n_fields = 2;
@@ -722,7 +723,8 @@ RTML_TEST(BatchMessagesDecodeTheirFields) {
   {
     ScoreBatchRequest m;
     CHECK(DecodeScoreBatchRequest(Split(v[0]), Limits{}, keys, 8, &m) == Code::kOk);
-    CHECK(m.scorer == "fraud" && m.n_rows == 3 && m.n_keys == 2 && m.n_fields == 2 && m.keys == keys);
+    CHECK(m.scorer == "fraud" && m.now_ns == -5 && m.n_rows == 3 && m.n_keys == 2 && m.n_fields == 2 &&
+          m.keys == keys);
     for (size_t i = 0; i < 6; ++i) {  // row-major, as ScoreMany takes them
       CHECK(keys[i].is_string == kBatchKeys[i].is_string && keys[i].i == kBatchKeys[i].i &&
             keys[i].s == kBatchKeys[i].s);
@@ -900,7 +902,8 @@ RTML_TEST(LyingBatchCounts) {
   CHECK(get(1, {0, 1, 0, 0, 0, 0, 0, 0, 0, 0xAA}) == Code::kMalformed);  // trailing byte
   // SCORE_BATCH: 65536 rows x 4096 fields claimed in a few bytes
   ScoreBatchRequest sb;
-  Bytes q = {1, 0, 's', 0, 0, 1, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3};
+  Bytes q = {1, 0, 's', /*now_ns*/ 0, 0, 0, 0, 0, 0, 0, 0, /*n_rows*/ 0, 0, 1, 0, /*n_keys*/ 0, 0,
+             /*n_fields*/ 0, 0x10, 0, 0, 1, 2, 3};
   CHECK(DecodeScoreBatchRequest(Split(frame_with(Opcode::kScoreBatch, 0, q)), Limits{}, keys, 8, &sb) ==
         Code::kMalformed);
   // Responses: n_rows * n_outputs and n_keys far beyond the payload
