@@ -114,10 +114,15 @@ def test_rtml_score_and_predict(client: _net.Client, tmp_path: Any) -> None:
 def test_the_table_and_goals() -> None:
     echo = server.Row("echo (uvloop)", Target(1, b"x" * 80, 80))
     score = server.Row("rtml SCORE", Target(1, b"y" * 80, 42))
-    echo.runs = [{"p50": 10.0, "p99": 20.0, "rps1": 1e6, "rps4": 2e6}]
+    echo.runs = [
+        {"p50": 10.0, "p99": 20.0, "rps1": 1e6, "rps4": 2e6},
+        {"p50": 10.0, "p99": 40.0, "rps1": 1e6, "rps4": 1e6},
+        {"p50": 10.0, "p99": 20.0, "rps1": 1e6, "rps4": 2e6},
+    ]
     score.runs = [
         {"p50": 11.0, "p99": 24.0, "rps1": 5e5, "rps4": 6e5},
-        {"p50": 12.0, "p99": 30.0, "rps1": 4e5, "rps4": 5e5},
+        {"p50": 12.0, "p99": 44.0, "rps1": 4e5, "rps4": 5e5},
+        {"p50": 13.0, "p99": 30.0, "rps1": 4e5, "rps4": 5e5},
     ]
     missing = server.Row("redis PING", note="n/a (not installed)")
     table = server.render([echo, missing, score])
@@ -126,9 +131,10 @@ def test_the_table_and_goals() -> None:
         == "| echo (uvloop) | 80 / 80 | 10.0 | 20.0 | 1.00x | 1.00 M/s | 2.00 M/s | 1.00x |"
     )
     assert table[3] == "| redis PING | n/a (not installed) | - | - | - | - | - | - |"
+    # Ratios pair each round: p99 24/20, 44/40, 30/20 -> median 1.2, not 30/20.
     assert (
-        table[4] == "| rtml SCORE | 80 / 42 | 11.5 | 27.0 | 1.35x | 450.0 k/s | 550.0 k/s | 0.28x |"
+        table[4] == "| rtml SCORE | 80 / 42 | 12.0 | 30.0 | 1.20x | 400.0 k/s | 500.0 k/s | 0.30x |"
     )
     goals = "\n".join(server.goal_lines([echo, score]))
-    assert "27.0 vs 20.0 µs: 1.35x | no |" in goals
-    assert "550.0 k/s (best of 1 and 4 conns) | yes |" in goals
+    assert "30.0 vs 20.0 µs (medians); paired ratio 1.20x | yes |" in goals
+    assert "500.0 k/s (best of 1 and 4 conns) | yes |" in goals
