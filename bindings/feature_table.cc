@@ -120,7 +120,7 @@ class PyTable {
         if (hit) {  // branch per row, not per value, so the copies vectorize
           const double* src = rows.data() + i * f;
           for (uint32_t j = 0; j < f; ++j) dst[j] = static_cast<float>(src[j]);
-          ag[begin + i] = static_cast<double>(now_ns - ev[i]) * 1e-9;
+          ag[begin + i] = (static_cast<double>(now_ns) - static_cast<double>(ev[i])) * 1e-9;
         } else {
           std::fill(dst, dst + f, std::nanf(""));
           ag[begin + i] = std::nan("");

@@ -191,7 +191,10 @@ class FeatureTable {
   void LockStripe(uint64_t h) noexcept;
   void UnlockStripe(uint64_t h) noexcept;
   bool Expired(int64_t event_ns, int64_t now_ns) const noexcept {
-    return schema_.ttl_ns > 0 && now_ns - event_ns >= schema_.ttl_ns;
+    // Unsigned difference: exact for any two int64 times with now > event
+    // (times come off the wire unchecked; a signed difference could overflow).
+    return schema_.ttl_ns > 0 && now_ns > event_ns &&
+           static_cast<uint64_t>(now_ns) - static_cast<uint64_t>(event_ns) >= static_cast<uint64_t>(schema_.ttl_ns);
   }
   // Seqlock read of slot: when it is live (and holds key, if given), runs
   // fn(rec) on a view and returns true once a view is consistent; false when

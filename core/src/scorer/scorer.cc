@@ -181,7 +181,7 @@ void Scorer::Gather(const Key* keys, const double* fields, int64_t now_ns, doubl
       if (g.kind == InputSource::Kind::kTable) {
         row[f] = found ? scratch[column] : kNaN;
         missing[f] = found ? 0 : 1;
-        if (age_s != nullptr && found) age_s[f] = static_cast<double>(now_ns - event_ns) * 1e-9;
+        if (age_s != nullptr && found) age_s[f] = (static_cast<double>(now_ns) - static_cast<double>(event_ns)) * 1e-9;
       } else {
         // Windows always answer (an unknown entity has empty windows); NaN
         // marks what has no value (mean of nothing, a bucket no longer held).
