@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "check.h"
+#include "stumps.h"
 
 using namespace rtml;
 using namespace rtml::server;
@@ -40,27 +41,7 @@ int64_t WallNs() {
 
 // f(x) = 1 + 10 * [x0 >= 0.5] + 100 * [x1 >= 0.5] + ... over nf features.
 std::shared_ptr<const Forest> Stumps(int32_t nf) {
-  ForestSpec s;
-  s.num_feature = nf;
-  s.base_scores = {1.0};
-  for (int32_t f = 0; f < nf; ++f) {
-    TreeSpec t;
-    t.node_type = {1, 0, 0};
-    t.left = {1, -1, -1};
-    t.right = {2, -1, -1};
-    t.feature = {f, -1, -1};
-    t.threshold = {0.5, 0, 0};
-    t.cmp = {static_cast<int8_t>(CompareOp::kLT), 0, 0};
-    t.default_left = {1, 0, 0};
-    t.category_list_right_child = {0, 0, 0};
-    t.leaf_value = {0, 0, std::pow(10.0, f + 1)};
-    t.leaf_vector_begin = {0, 0, 0};
-    t.leaf_vector_end = {0, 0, 0};
-    t.category_list_begin = {0, 0, 0};
-    t.category_list_end = {0, 0, 0};
-    s.trees.push_back(std::move(t));
-  }
-  return std::make_shared<const Forest>(Forest::Build(s));
+  return rtml_test::Stumps(nf, 1.0, [](int32_t f) { return std::make_pair(0.0, std::pow(10.0, f + 1)); });
 }
 
 // A table "card" (str key, fields: float64, integer), a window set "txn"

@@ -10,14 +10,13 @@
 #include <vector>
 
 #include "check.h"
+#include "stumps.h"
 #include "rtml/scorer.h"
 #include "rtml/scorer_stats.h"
 #include "rtml/serving_log.h"
 
-using rtml::CompareOp;
 using rtml::FeatureTable;
 using rtml::Forest;
-using rtml::ForestSpec;
 using rtml::InputSource;
 using rtml::Key;
 using rtml::KeyKind;
@@ -25,7 +24,6 @@ using rtml::Scorer;
 using rtml::ScorerConfig;
 using rtml::ScorerPlan;
 using rtml::TableStatus;
-using rtml::TreeSpec;
 
 namespace {
 
@@ -34,27 +32,9 @@ constexpr int64_t kSec = 1'000'000'000;
 // One stump per feature f: x_f < 0.5 (NaN goes left) -> (f + 1) * scale,
 // else (f + 1) * scale * 10. The model's output is the sum.
 std::shared_ptr<const Forest> SumOfStumps(int32_t nf, double scale) {
-  ForestSpec s;
-  s.num_feature = nf;
-  s.base_scores = {0.0};
-  for (int32_t f = 0; f < nf; ++f) {
-    TreeSpec t;
-    t.node_type = {1, 0, 0};
-    t.left = {1, -1, -1};
-    t.right = {2, -1, -1};
-    t.feature = {f, -1, -1};
-    t.threshold = {0.5, 0, 0};
-    t.cmp = {static_cast<int8_t>(CompareOp::kLT), 0, 0};
-    t.default_left = {1, 0, 0};
-    t.category_list_right_child = {0, 0, 0};
-    t.leaf_value = {0, (f + 1) * scale, (f + 1) * scale * 10};
-    t.leaf_vector_begin = {0, 0, 0};
-    t.leaf_vector_end = {0, 0, 0};
-    t.category_list_begin = {0, 0, 0};
-    t.category_list_end = {0, 0, 0};
-    s.trees.push_back(std::move(t));
-  }
-  return std::make_shared<const Forest>(Forest::Build(s));
+  return rtml_test::Stumps(nf, 0.0, [scale](int32_t f) {
+    return std::make_pair((f + 1) * scale, (f + 1) * scale * 10);
+  });
 }
 
 double Expected(const std::vector<double>& row, double scale) {
