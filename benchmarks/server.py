@@ -26,6 +26,7 @@ server share the machine's cores: on a 2-core machine the client takes one of th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -38,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 
@@ -45,6 +47,9 @@ import rtml
 from benchmarks import _net
 from benchmarks._net import BenchError, Target
 from benchmarks.trees import _fmt_rate, _fmt_us
+
+if TYPE_CHECKING:
+    from benchmarks.scorer import Bench
 
 DEPTH = 32  # requests in flight per connection in the pipelined test
 CONNS = (1, 4)
@@ -64,6 +69,7 @@ class Row:
     target: Target | None = None
     note: str = ""
     runs: list[dict[str, float]] = field(default_factory=list)
+    reference: dict[str, float] = field(default_factory=dict)  # in-process timings
 
     def median(self, key: str) -> float:
         return statistics.median(r[key] for r in self.runs)
@@ -92,27 +98,44 @@ def _response(request: bytes, payload: bytes) -> bytes:
 
 
 def serve_rtml(out: Path, n_trees: int) -> None:
-    """Builds the benchmark scorer, writes the SCORE and PREDICT requests and their
-    expected responses into ``out``, then serves until SIGTERM."""
+    """Builds the benchmark scorer, writes the SCORE and PREDICT requests, their expected
+    responses and in-process reference timings into ``out``, then serves until SIGTERM."""
     import numpy as np
 
     from benchmarks.scorer import build, make_requests
-    from rtml._core import wire
     from rtml.server import Server
 
     rng = np.random.default_rng(0)
     bench = build(rng, now=time.time(), history=HISTORY, n_trees=n_trees, name=SCORER)
     req = make_requests(bench, rng, 1)[0]
+    _write_requests(bench, req, out)
+    _write_reference(bench, req, make_requests(bench, rng, 10_000), out)
+    port = _net.free_port()
+    server = Server(
+        bench.store,
+        scorers={SCORER: bench.scorer},
+        models={MODEL: bench.model},
+        host="127.0.0.1",
+        port=port,
+    )
+    print(f"PORT {port}", flush=True)
+    server.serve_forever()
+
+
+def _write_requests(bench: Bench, req: dict[str, Any], out: Path) -> None:
+    import numpy as np
+
+    from rtml._core import wire
+
     scorer = bench.scorer
     keys = [req[k] for k in scorer.key_names]
     fields = np.array([req[f] for f in scorer.request_fields], dtype=np.float64)
     score = np.atleast_1d(np.asarray(scorer.score(req), dtype=np.float64))
     score_req = wire.encode_score(REQUEST_ID, SCORER, keys, fields)
     score_payload = struct.pack("<H", score.size) + score.astype("<f8").tobytes()
-    feats = scorer.explain(req, now=time.time())["features"]
-    X = np.array([[feats[f]["value"] for f in scorer.features]], dtype=np.float32)
-    pred = np.asarray(bench.model.predict(X), dtype=np.float64).reshape(1, -1)
-    predict_req = wire.encode_predict(REQUEST_ID, MODEL, X)
+    predict_req = wire.encode_predict(REQUEST_ID, MODEL, _feature_row(bench, req))
+    pred = np.asarray(bench.model.predict(_feature_row(bench, req)), dtype=np.float64)
+    pred = pred.reshape(1, -1)
     predict_payload = struct.pack("<II", *pred.shape) + pred.astype("<f8").tobytes()
     for name, data in (
         ("score.req", score_req),
@@ -121,16 +144,34 @@ def serve_rtml(out: Path, n_trees: int) -> None:
         ("predict.resp", _response(predict_req, predict_payload)),
     ):
         (out / name).write_bytes(bytes(data))
-    port = _net.free_port()
-    server = Server(
-        bench.store,
-        scorers={SCORER: scorer},
-        models={MODEL: bench.model},
-        host="127.0.0.1",
-        port=port,
-    )
-    print(f"PORT {port}", flush=True)
-    server.serve_forever()
+
+
+def _feature_row(bench: Bench, req: dict[str, Any]) -> Any:
+    """The request's assembled 30 features as a (1, 30) float32 array."""
+    import numpy as np
+
+    feats = bench.scorer.explain(req, now=time.time())["features"]
+    return np.array([[feats[f]["value"] for f in bench.scorer.features]], dtype=np.float32)
+
+
+def _write_reference(
+    bench: Bench, req: dict[str, Any], many: list[dict[str, Any]], out: Path
+) -> None:
+    """The same work in process, without the network: what the server's figures are
+    measured against (single calls through the Python API; batches in C++)."""
+    import numpy as np
+
+    from benchmarks.scorer import timed
+
+    scorer, X = bench.scorer, _feature_row(bench, req)
+    cols = {c: [r[c] for r in many] for c in many[0]}
+    batch = timed(lambda: scorer.score_many(cols), 5)
+    ref = {
+        "score_p50_us": float(np.median(timed(lambda: scorer.score(req), 5000))),
+        "score_many_rps": len(many) / float(np.median(batch)) * 1e6,
+        "predict_p50_us": float(np.median(timed(lambda: bench.model.predict(X), 5000))),
+    }
+    (out / "reference.json").write_text(json.dumps(ref))
 
 
 def rtml_rows(tmp: Path, n_trees: int) -> tuple[list[Row], list[Callable[[], None]]]:
@@ -150,9 +191,10 @@ def rtml_rows(tmp: Path, n_trees: int) -> tuple[list[Row], list[Callable[[], Non
     except BenchError as e:
         return [Row("rtml SCORE", note=f"n/a ({e})"), Row("rtml PREDICT", note=f"n/a ({e})")], []
     rows = []
+    reference = json.loads((tmp / "reference.json").read_text())
     for name, stem in (("rtml SCORE", "score"), ("rtml PREDICT", "predict")):
         request, expect = (tmp / f"{stem}.req").read_bytes(), (tmp / f"{stem}.resp").read_bytes()
-        rows.append(Row(name, Target(port, request, len(expect), expect)))
+        rows.append(Row(name, Target(port, request, len(expect), expect), reference=reference))
     return rows, [lambda: _net.stop(proc)]
 
 
@@ -325,6 +367,14 @@ def run(args: argparse.Namespace, command: str) -> int:
     print("\n".join(render(rows)))
     print()
     print("\n".join(goal_lines(rows)))
+    ref = next((r.reference for r in rows if r.reference), None)
+    if ref:
+        print(
+            f"\nThe same work in the server's process before it serves, no network: "
+            f"Scorer.score p50 {ref['score_p50_us']:.2f} µs and Model.predict (1 row) p50 "
+            f"{ref['predict_p50_us']:.2f} µs through the Python API; Scorer.score_many of "
+            f"10,000 requests {_fmt_rate(ref['score_many_rps'])} rows/s (one thread)."
+        )
     return 0
 
 
