@@ -218,6 +218,9 @@ RTML_TEST(SwapUnderConcurrentScoring) {
       }
     });
   }
+  // Swap only once scoring runs: on a busy machine the threads may start late,
+  // and swaps with no reader around would prove nothing.
+  while (scored.load() == 0) std::this_thread::yield();
   for (int i = 0; i < kSwaps; ++i) {
     sc.SetConfig(One(SumOfStumps(4, i % 2 ? 1.0 : 2.0), "v" + std::to_string(i)));
   }
