@@ -11,6 +11,7 @@ edited client is rebuilt and a fresh checkout needs only g++.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import json
 import os
@@ -77,6 +78,7 @@ class Client:
     """Runs the compiled load generator against a Target and returns its JSON result."""
 
     exe: Path = field(default_factory=client_binary)
+    stall_ms: int = 5000  # a run with no reply for this long fails
 
     def rtt(self, target: Target, *, count: int, warmup: int) -> dict[str, Any]:
         return self._run(target, ["rtt", "--count", str(count), "--warmup", str(warmup)])
@@ -93,6 +95,7 @@ class Client:
             req = Path(tmp) / "request.bin"
             req.write_bytes(target.request)
             cmd = [str(self.exe), "--host", target.host, "--port", str(target.port)]
+            cmd += ["--stall-ms", str(self.stall_ms)]
             cmd += ["--request", str(req), "--response-len", str(target.response_len)]
             if target.expect is not None:
                 exp = Path(tmp) / "expect.bin"
@@ -142,8 +145,17 @@ def spawn(
     args: list[str], what: str, *, timeout: float = 120.0
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Starts ``python -m <args>`` from the repository root; returns it and its port."""
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, preexec_fn=_die_with_parent
+    )
     return proc, read_port(proc, what, timeout)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, SIGTERM it when the benchmark process dies
+    (however it dies), so no peer server outlives a killed run."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def wait_listening(port: int, timeout: float = 30.0) -> None:

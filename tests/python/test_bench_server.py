@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -83,6 +84,19 @@ def test_only_the_prefix_is_checked_after_check_full(client: _net.Client, echo_p
     target.check_full = 1
     with pytest.raises(BenchError, match="at byte 63"):
         client.rtt(target, count=50, warmup=0)
+
+
+def test_a_stalled_server_fails_the_run() -> None:
+    # A listener that never accepts: connects succeed (backlog), no byte ever comes back.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        target = Target(listener.getsockname()[1], b"ping", 4, b"pong")
+        quick = _net.Client(stall_ms=200)
+        with pytest.raises(BenchError, match=r"no reply for --stall-ms; .* 0 of 4 bytes"):
+            quick.rtt(target, count=1, warmup=0)
+        with pytest.raises(BenchError, match="no reply for --stall-ms"):
+            quick.pipe(target, conns=2, depth=2, seconds=0.1, warmup=0.0)
 
 
 def test_redis_ping_and_get(client: _net.Client) -> None:
