@@ -1,6 +1,6 @@
 """Type stubs of rtml._core, the compiled core (private: use the rtml package)."""
 
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -185,3 +185,102 @@ class DriftMonitor:
     def sample_every(self) -> int: ...
     @property
     def stripes(self) -> int: ...
+
+# rtml._core.wire (bindings/wire.cc): a submodule, typed here as a namespace
+# object. Decoders take (buffer, payload_offset=0, payload_len=None): a place from
+# split_frames, or a lone payload.
+_Buffer = bytes | bytearray | memoryview
+_Frame = tuple[int, int, int, int, int, int]
+_F64 = npt.NDArray[np.float64]
+
+_T_co = TypeVar("_T_co", covariant=True)
+
+class _Decoder(Protocol[_T_co]):
+    def __call__(
+        self, buffer: _Buffer, payload_offset: int = 0, payload_len: int | None = None
+    ) -> _T_co: ...
+
+class _Wire:
+    class ProtocolError(RtmlError):
+        @property
+        def status(self) -> int: ...
+        @property
+        def message(self) -> str: ...
+
+    OPCODES: dict[str, int]
+    STATUS: dict[str, int]
+    FATAL: frozenset[int]
+    HEADER_SIZE: int
+    MAGIC: int
+    VERSION: tuple[int, int]
+    FLAG_RESPONSE: int
+    FLAG_CLOSING: int
+    DEFAULT_MAX_PAYLOAD: int
+    @staticmethod
+    def encode_hello(request_id: int, token: str = "") -> bytes: ...
+    @staticmethod
+    def encode_ping(request_id: int, payload: _Buffer = b"") -> bytes: ...
+    @staticmethod
+    def encode_score(
+        request_id: int, scorer: str, keys: Any, fields: npt.ArrayLike, *, now_ns: int = 0
+    ) -> bytes: ...
+    @staticmethod
+    def encode_score_batch(
+        request_id: int,
+        scorer: str,
+        key_columns: list[Any],
+        fields: npt.ArrayLike,
+        *,
+        now_ns: int = 0,
+    ) -> bytes: ...
+    @staticmethod
+    def encode_predict(request_id: int, model: str, X: npt.ArrayLike) -> bytes: ...
+    @staticmethod
+    def encode_get_features(request_id: int, table: str, keys: Any, now_ns: int = 0) -> bytes: ...
+    @staticmethod
+    def encode_put_features(
+        request_id: int, table: str, keys: Any, values: npt.ArrayLike, event_ns: npt.ArrayLike
+    ) -> bytes: ...
+    @staticmethod
+    def encode_ingest(
+        request_id: int, window_set: str, keys: Any, values: npt.ArrayLike, event_ns: npt.ArrayLike
+    ) -> bytes: ...
+    @staticmethod
+    def encode_stats(request_id: int, name: str = "") -> bytes: ...
+    @staticmethod
+    def encode_model_load(
+        request_id: int, name: str, *, path: str | None = None, data: _Buffer | None = None
+    ) -> bytes: ...
+    @staticmethod
+    def encode_model_swap(
+        request_id: int, scorer: str, model: str, role: int = 0, arm: str = ""
+    ) -> bytes: ...
+    @staticmethod
+    def encode_stats_response(request_id: int, json_bytes: _Buffer | str) -> bytes: ...
+    @staticmethod
+    def encode_model_load_response(request_id: int, version: str) -> bytes: ...
+    @staticmethod
+    def encode_model_swap_response(request_id: int, previous: str) -> bytes: ...
+    @staticmethod
+    def encode_error(
+        opcode: int, request_id: int, status: int, message: str, closing: bool = False
+    ) -> bytes: ...
+    @staticmethod
+    def split_frames(buffer: _Buffer, max_payload: int = 16777216) -> tuple[list[_Frame], int]: ...
+    decode_hello_response: _Decoder[dict[str, Any]]
+    decode_ping: _Decoder[bytes]
+    decode_score: _Decoder[_F64]
+    decode_score_batch: _Decoder[tuple[_F64, npt.NDArray[np.uint8]]]
+    decode_predict: _Decoder[_F64]
+    decode_get_features: _Decoder[tuple[_F64, npt.NDArray[np.bool_], npt.NDArray[np.int64]]]
+    decode_put_features: _Decoder[npt.NDArray[np.uint8]]
+    decode_ingest: _Decoder[tuple[int, int]]
+    decode_stats: _Decoder[bytes]
+    decode_model_load: _Decoder[str]
+    decode_model_swap: _Decoder[str]
+    decode_error: _Decoder[str]
+    decode_stats_request: _Decoder[str]
+    decode_model_load_request: _Decoder[tuple[str, str | None, bytes | None]]
+    decode_model_swap_request: _Decoder[tuple[str, str, int, str]]
+
+wire: _Wire
