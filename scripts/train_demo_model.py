@@ -8,7 +8,7 @@ served. The script prints AUC, then detection rate and false-positive rate at a 
 thresholds, and the threshold to put in rtml.demo.pipeline.THRESHOLD: the lowest one
 whose validation false-positive rate is at most ``--max-fpr``.
 
-Run from the repository root (about a minute on 2 cores)::
+Run from the repository root (one to two minutes on 2 cores)::
 
     python scripts/train_demo_model.py            # writes rtml/demo/fraud.rtml
     python scripts/train_demo_model.py --check    # trains and reports, writes nothing

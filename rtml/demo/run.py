@@ -34,7 +34,8 @@ from rtml.demo import pipeline
 from rtml.demo.stream import PATTERNS, Events, Stream, make_stream
 
 DEFAULT_EVENTS = 200_000
-"""Transactions ``rtml demo`` streams by default."""
+"""Transactions ``rtml demo`` streams by default: about 25 s over the server on a busy
+2-core machine (one loopback round trip per score, ~50 µs), about 4 s in-process."""
 
 TRANSPORTS = ("server", "inprocess")
 
