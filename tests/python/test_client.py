@@ -1,6 +1,7 @@
-"""rtml.Client and rtml.AsyncClient: error mapping, argument checks before sending, and
-the connection rules (out-of-step answers, fatal errors, timeouts, drops, pipelining and
-its bound) against a scripted server."""
+"""rtml.Client and rtml.AsyncClient: error mapping, argument checks before sending, the
+connection rules (out-of-step answers, fatal errors, timeouts, drops, pipelining and its
+bound) against a scripted server, and every operation against a live rtml server,
+whose scores must equal the in-process scorer's exactly."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import uvloop
+import xgboost as xgb
+from test_scorer import build, requests
 
 import rtml
 from rtml import client as rc
 from rtml._core import wire
+from rtml.server import Server
 
 OPS = wire.OPCODES
 STATUS = wire.STATUS
@@ -442,3 +446,274 @@ def test_async_callers_cancelled_waiting_for_a_slot_leak_none(
             return [await client.ping(b"after %d" % i) for i in range(3)]
 
     assert run(main()) == [b"after 0", b"after 1", b"after 2"]
+
+
+# -- a live server -------------------------------------------------------------------------
+
+NOW = 2500.0
+
+
+class Live:
+    """A server over test_scorer's store and scorer, with scratch tables, a second scorer
+    to swap models in, and a single-output model."""
+
+    def __init__(self) -> None:
+        self.model, self.store, inputs, _ = build()
+        self.model_b, *_ = build(seed=5)
+        self.scorer = rtml.Scorer(self.model, self.store, inputs, name="fraud")
+        self.swappable = rtml.Scorer(self.model, self.store, inputs, name="swappable")
+        rng = np.random.default_rng(3)
+        X = rng.random((300, 4))
+        self.regressor = rtml.Model.load(
+            xgb.XGBRegressor(n_estimators=5, max_depth=3).fit(X, X[:, 0] + X[:, 1])
+        )
+        self.reg_scorer = rtml.Scorer(
+            self.regressor, self.store, {f"f{i}": rtml.request(f"x{i}") for i in range(4)}
+        )
+        self.scratch = self.store.table(
+            "scratch", key=int, fields={"x": "float64", "n": "int32"}, capacity=64
+        )
+        self.tiny = self.store.table("tiny", key=int, fields={"x": "float64"}, capacity=4)
+        self.events = self.store.windows(
+            "scratch_txn", key=str, value="v", ops=["count", "sum"], windows=["1h"]
+        )
+        self.server = Server(
+            self.store,
+            scorers={"fraud": self.scorer, "swappable": self.swappable, "reg": self.reg_scorer},
+            models={"fraud_model": self.model, "reg": self.regressor},
+            port=0,
+            admin=True,
+        )
+
+    def client(self) -> rc.Client:
+        return rc.Client("127.0.0.1", self.server.port)
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Live]:
+    env = Live()
+    with env.server.start_in_thread():
+        yield env
+
+
+@pytest.fixture
+def client(live: Live) -> Iterator[rc.Client]:
+    with live.client() as c:
+        yield c
+
+
+def test_hello_and_ping(client: rc.Client) -> None:
+    info = client.server_info
+    assert info["major"] == 1 and info["max_in_flight"] >= 1 and info["server"].startswith("rtml/")
+    assert client.ping() == b""
+    assert client.ping(b"x" * 100_000) == b"x" * 100_000
+
+
+@pytest.mark.parametrize("now", [NOW, 3100.0, 1000.0 + 31 * 86400, None])
+def test_scores_equal_the_in_process_scorer_exactly(
+    live: Live, client: rc.Client, now: Any
+) -> None:
+    reqs = requests(np.random.default_rng(1), 200)
+    want = np.array([live.scorer.score(r, now=now) for r in reqs])
+    got = np.array([client.score("fraud", r, now=now) for r in reqs])
+    np.testing.assert_array_equal(got, want)
+    frame_ = pd.DataFrame(reqs)
+    np.testing.assert_array_equal(client.score_many("fraud", frame_, now=now), want)
+    cols = {c: frame_[c].to_numpy() for c in frame_.columns}
+    np.testing.assert_array_equal(client.score_many("fraud", cols, now=now), want)
+
+
+def test_a_single_output_scorer_without_keys_returns_floats(live: Live, client: rc.Client) -> None:
+    X = np.random.default_rng(13).random((20, 4))
+    cols = {f"x{i}": X[:, i] for i in range(4)}
+    reqs = [{f"x{i}": float(v) for i, v in enumerate(row)} for row in X]
+    got = [client.score("reg", r) for r in reqs]
+    assert all(type(g) is float for g in got)
+    assert got == [live.reg_scorer.score(r) for r in reqs]
+    many = client.score_many("reg", cols)
+    assert many.shape == (20,)
+    np.testing.assert_array_equal(many, live.reg_scorer.score_many(cols))
+
+
+def test_score_many_splits_long_batches(
+    live: Live, client: rc.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rc, "MAX_ROWS", 7)
+    frame_ = pd.DataFrame(requests(np.random.default_rng(4), 50))
+    want = live.scorer.score_many(frame_, now=NOW)
+    np.testing.assert_array_equal(client.score_many("fraud", frame_, now=NOW), want)
+    empty = client.score_many("fraud", frame_.iloc[:0], now=NOW)
+    assert empty.shape == (0, 2)
+
+
+def test_predict_returns_what_model_predict_returns(live: Live, client: rc.Client) -> None:
+    X = np.random.default_rng(5).normal(size=(64, 10))
+    np.testing.assert_array_equal(client.predict("fraud_model", X), live.model.predict(X))
+    np.testing.assert_array_equal(
+        client.predict("fraud_model", X.astype(np.float32)),
+        live.model.predict(X.astype(np.float32)),
+    )
+    np.testing.assert_array_equal(client.predict("fraud_model", X[3]), live.model.predict(X[3]))
+    R = np.random.default_rng(6).random((20, 4))
+    got = client.predict("reg", R)
+    assert got.shape == (20,)
+    np.testing.assert_array_equal(got, live.regressor.predict(R))
+    one = client.predict("reg", R[0])
+    assert isinstance(one, float) and one == live.regressor.predict(R[0])
+
+
+def test_get_features_returns_the_tables_batch(live: Live, client: rc.Client) -> None:
+    keys = [f"c{i}" for i in range(45)]
+    for now in (1010.0, 1000.0 + 31 * 86400):
+        got = client.get_features("card", keys, now=now)
+        want = live.store["card"].get_many(keys, now=now)
+        assert isinstance(got, rtml.Batch) and got.columns == want.columns
+        np.testing.assert_array_equal(got.values, want.values)
+        np.testing.assert_array_equal(got.found, want.found)
+        np.testing.assert_allclose(got.age_seconds, want.age_seconds, atol=1e-9)
+    ints = client.get_features("merchant", np.arange(25), now=1010.0)
+    assert ints.found.sum() == 20
+
+
+def test_put_features_stores_rows_and_counts_stale_ones(live: Live, client: rc.Client) -> None:
+    assert client.put_features("scratch", [1, 2], np.array([[1.5, 3], [2.5, 4]]), ts=100.0) == 0
+    assert client.put_features("scratch", [3], {"n": [7], "x": [0.25]}, ts=100.0) == 0
+    frame_ = pd.DataFrame({"x": [9.0, 8.0], "n": [1, 2], "extra": ["a", "b"]})
+    assert client.put_features("scratch", np.array([1, 4]), frame_, ts=[50.0, 100.0]) == 1
+    assert live.scratch.get(1, now=101.0) == {"x": 1.5, "n": 3}  # the older write was stale
+    assert live.scratch.get(3, now=101.0) == {"x": 0.25, "n": 7}
+    assert live.scratch.get(4, now=101.0) == {"x": 8.0, "n": 2}
+
+
+def test_a_full_table_raises_input_error_naming_the_row(live: Live, client: rc.Client) -> None:
+    keys = list(range(live.tiny.capacity + 1))
+    with pytest.raises(rtml.InputError, match=r"'tiny': row \d+ failed with TABLE_FULL") as info:
+        client.put_features("tiny", keys, np.ones((len(keys), 1)), ts=100.0)
+    assert info.value.status == "TABLE_FULL"
+
+
+def test_ingest_adds_events_and_counts_the_dropped(live: Live, client: rc.Client) -> None:
+    now = 1_000_000.0
+    assert (
+        client.ingest("scratch_txn", ["a", "a", "b"], [1.0, 2.0, 5.0], [now - 5, now - 4, now]) == 0
+    )
+    assert client.ingest("scratch_txn", "a", 10.0, now - 3) == 0
+    assert client.ingest("scratch_txn", ["a"], [1.0], now - 10 * 86400) == 1
+    assert live.events.get("a", now=now) == {"v_count_1h": 3.0, "v_sum_1h": 13.0}
+
+
+def test_stats_describe_what_is_served(live: Live, client: rc.Client) -> None:
+    client.score("fraud", requests(np.random.default_rng(7), 1)[0], now=NOW)
+    doc = client.stats()
+    assert {"scorers", "tables", "windows", "models", "server"} <= set(doc)
+    fraud = client.stats("fraud")["scorers"]["fraud"]
+    assert fraud["keys"] == live.scorer.key_names and fraud["fields"] == live.scorer.request_fields
+    assert fraud["requests"] >= 1
+    assert client.stats("card")["tables"]["card"]["fields"] == ["avg", "chargebacks", "age"]
+
+
+def test_load_and_swap_models(live: Live, client: rc.Client, tmp_path: Any) -> None:
+    reqs = pd.DataFrame(requests(np.random.default_rng(8), 40))
+    before = client.score_many("swappable", reqs, now=NOW)
+    version_b = client.load_model("b", data=live.model_b)
+    path = tmp_path / "b.rtml"
+    live.model_b.save(path)
+    assert client.load_model("b_file", path=path) == version_b
+    with open(path, "rb") as f:
+        assert client.load_model("b_bytes", data=f.read()) == version_b
+    previous = client.swap_model("swappable", "b")
+    assert previous != version_b
+    want_b = rtml.Scorer(live.model_b, live.store, live.swappable.inputs).score_many(reqs, now=NOW)
+    np.testing.assert_array_equal(client.score_many("swappable", reqs, now=NOW), want_b)
+    assert client.swap_model("swappable", "fraud_model") == version_b
+    np.testing.assert_array_equal(client.score_many("swappable", reqs, now=NOW), before)
+    client.swap_model("swappable", "b", role="shadow")
+    assert live.swappable.versions["shadow"] == version_b
+
+
+def test_server_errors_raise_the_in_process_classes(client: rc.Client) -> None:
+    req = requests(np.random.default_rng(9), 1)[0]
+    with pytest.raises(rtml.InputError, match="NOT_FOUND") as info:
+        client.score("nope", req)
+    assert info.value.status == "NOT_FOUND" and info.value.code == STATUS["NOT_FOUND"]
+    with pytest.raises(rtml.InputError, match="NOT_FOUND"):
+        client.predict("nope", np.zeros((1, 4)))
+    with pytest.raises(rtml.InputError, match="BAD_SHAPE"):
+        client.predict("reg", np.zeros((2, 3)))
+    with pytest.raises(rtml.InputError, match="BAD_KEY_KIND"):
+        client.score("fraud", {**req, "card_id": 5})
+    with pytest.raises(rtml.InputError, match="BAD_KEY_KIND"):
+        client.get_features("card", [1, 2])
+    with pytest.raises(rtml.ModelFormatError, match="MODEL_ERROR"):
+        client.load_model("junk", data=b"not a model")
+    assert client.ping(b"after the errors") == b"after the errors"
+
+
+def test_a_token_server_refuses_a_client_without_it(live: Live) -> None:
+    server = Server(live.store, port=0, token="s3cret")
+    with server.start_in_thread():
+        with pytest.raises(rc.ProtocolError, match="UNAUTHORIZED"):
+            rc.Client("127.0.0.1", server.port, token="wrong")
+        with rc.Client("127.0.0.1", server.port, token="s3cret") as ok:
+            assert ok.ping(b"in") == b"in"
+
+
+def test_a_stopped_server_closes_its_clients(live: Live, run: Callable[..., Any]) -> None:
+    server = Server(live.store, port=0, drain_timeout=0.5, idle_close=0.01)
+    server.start_in_thread()
+    sync = rc.Client("127.0.0.1", server.port)
+
+    async def main() -> Any:
+        client = await rc.AsyncClient.connect("127.0.0.1", server.port)
+        await client.ping()
+        await asyncio.get_running_loop().run_in_executor(None, server.stop)
+        try:
+            return await asyncio.gather(client.ping(), return_exceptions=True)
+        finally:
+            await client.close()
+
+    (err,) = run(main())
+    assert isinstance(err, rc.ServerConnectionError) and "127.0.0.1" in str(err)
+    with pytest.raises(rc.ServerConnectionError):
+        sync.ping()
+    sync.close()
+
+
+def test_async_many_concurrent_scores_equal_in_process(live: Live, run: Callable[..., Any]) -> None:
+    reqs = requests(np.random.default_rng(10), 1000)
+    want = np.array([live.scorer.score(r, now=NOW) for r in reqs])
+
+    async def main() -> Any:
+        async with await rc.AsyncClient.connect("127.0.0.1", live.server.port) as client:
+            return await asyncio.gather(*(client.score("fraud", r, now=NOW) for r in reqs))
+
+    np.testing.assert_array_equal(np.array(run(main())), want)
+
+
+def test_async_every_operation_at_once(live: Live, run: Callable[..., Any]) -> None:
+    frame_ = pd.DataFrame(requests(np.random.default_rng(11), 30))
+    X = np.random.default_rng(12).random((10, 4))
+
+    async def main() -> list[Any]:
+        async with await rc.AsyncClient.connect("127.0.0.1", live.server.port) as client:
+            return await asyncio.gather(
+                client.ping(b"p"),
+                client.score_many("fraud", frame_, now=NOW),
+                client.predict("reg", X),
+                client.get_features("card", ["c1", "c2"], now=1010.0),
+                client.put_features("scratch", [500], np.array([[1.0, 2.0]]), ts=100.0),
+                client.ingest("scratch_txn", ["z"], [1.0], 1_000_000.0),
+                client.stats("reg"),
+                client.score("nope", {}),
+                return_exceptions=True,
+            )
+
+    ping, many, pred, feats, put, ingest, stats, missing = run(main())
+    assert ping == b"p" and put == 0 and ingest == 0
+    np.testing.assert_array_equal(many, live.scorer.score_many(frame_, now=NOW))
+    np.testing.assert_array_equal(pred, live.regressor.predict(X))
+    np.testing.assert_array_equal(
+        feats.values, live.store["card"].get_many(["c1", "c2"], now=1010.0).values
+    )
+    assert stats["models"]["reg"]["num_features"] == 4
+    assert isinstance(missing, rtml.InputError) and missing.status == "NOT_FOUND"
