@@ -15,6 +15,14 @@ from rtml._core import (
     SnapshotError,
     UnsupportedModelError,
 )
+from rtml.client import (
+    AsyncClient,
+    Client,
+    ProtocolError,
+    ServerConnectionError,
+    ServerError,
+    ServerTimeoutError,
+)
 from rtml.model import Model
 from rtml.scorer import Scorer, request, table, window
 from rtml.store import Batch, FeatureStore, Table
@@ -23,13 +31,19 @@ from rtml.windows import WindowBatch, Windows
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
     "Batch",
+    "Client",
     "FeatureStore",
     "InputError",
     "Model",
     "ModelFormatError",
+    "ProtocolError",
     "RtmlError",
     "Scorer",
+    "ServerConnectionError",
+    "ServerError",
+    "ServerTimeoutError",
     "SnapshotError",
     "Table",
     "UnsupportedModelError",

@@ -135,7 +135,14 @@ cdef class ConnectionCore:
             self._process()
 
     def eof_received(self):
-        return False  # close our side too once the output is written
+        # The peer stopped sending. A partial frame left in the buffer can never
+        # complete: say so (the peer may still read), then close our side too.
+        cdef Py_ssize_t partial = self._end - self._start
+        if partial > 0 and self.transport is not None and not self._closing:
+            self.transport.write(_core.wire.encode_error(
+                0, 0, _core.wire.STATUS["MALFORMED"],
+                f"the connection ended inside a frame ({partial} bytes of it received)", True))
+        return False
 
     # -- asyncio.BufferedProtocol -----------------------------------------------------
 

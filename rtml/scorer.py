@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rtml._config import read_config
 from rtml._core import InputError
 from rtml._core import Scorer as _CoreScorer
 from rtml.model import Model
@@ -251,26 +252,8 @@ class Scorer:
         if isinstance(config, Mapping):
             cfg: Mapping[str, Any] = config
         else:
-            path = os.fspath(config)
-            base = os.path.dirname(os.path.abspath(path))
-            try:
-                with open(path, "rb") as f:
-                    raw = f.read()
-            except OSError as e:
-                raise InputError(f"scorer config {path!r}: cannot read: {e}") from None
-            try:
-                if path.endswith(".json"):
-                    import json
-
-                    cfg = json.loads(raw)
-                else:
-                    try:
-                        import tomllib
-                    except ModuleNotFoundError:  # Python 3.10
-                        import tomli as tomllib
-                    cfg = tomllib.loads(raw.decode())
-            except ValueError as e:
-                raise InputError(f"scorer config {path!r}: not valid TOML/JSON: {e}") from None
+            base = os.path.dirname(os.path.abspath(os.fspath(config)))
+            cfg = read_config(config, what="scorer config")
         known = {"name", "model", "version", "variants", "split", "route_by", "shadow", "inputs"}
         unknown = sorted(set(cfg) - known)
         if unknown:

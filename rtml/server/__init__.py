@@ -18,9 +18,9 @@ Example
 >>> from rtml.server import Server
 >>> store = rtml.FeatureStore()
 >>> cards = store.table("card", key=str, fields={"limit": "float64"})
->>> with Server(store).start_in_thread() as srv:
+>>> with Server(store, port=0).start_in_thread() as srv:
 ...     with rtml.Client("127.0.0.1", srv.port) as client:
-...         client.put_features("card", ["c1"], np.array([[500.0]]), ts=1.7e9)
+...         _ = client.put_features("card", ["c1"], np.array([[500.0]]), ts=1.7e9)
 ...         float(client.get_features("card", ["c1"], now=1.7e9).values[0, 0])
 500.0
 """
@@ -36,7 +36,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -156,6 +156,7 @@ class Server:
         self._stopping: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._on_ready: Callable[[Server], None] | None = None
         self._error: BaseException | None = None
         self._started = time.time()
 
@@ -190,16 +191,23 @@ class Server:
         self._port = self._listener.sockets[0].getsockname()[1]
         self._started = time.time()
         self._ready.set()
+        if self._on_ready is not None:
+            self._on_ready(self)
         await self._stopping.wait()
         await self._drain()
 
-    def serve_forever(self) -> None:
-        """Runs the server in this thread until SIGTERM / SIGINT, then drains and returns."""
+    def serve_forever(self, on_ready: Callable[[Server], None] | None = None) -> None:
+        """Runs the server in this thread until SIGTERM / SIGINT, then drains and returns.
+
+        ``on_ready(server)`` is called once the port is bound (e.g. to print it).
+        """
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._request_stop)
+            if on_ready is not None:
+                self._on_ready = on_ready
             await self.serve()
 
         self._run(main())
@@ -293,7 +301,7 @@ class Server:
         ops = _wire.OPCODES
         try:
             if opcode == ops["STATS"]:
-                name = _wire.decode_stats_request(payload)
+                name = _wire.decode_stats_request(payload, 0, len(payload))
                 return _wire.encode_stats_response(
                     request_id,
                     orjson.dumps(
@@ -302,12 +310,12 @@ class Server:
                     ),
                 )
             if opcode == ops["MODEL_LOAD"]:
-                name, path, data = _wire.decode_model_load_request(payload)
+                name, path, data = _wire.decode_model_load_request(payload, 0, len(payload))
                 return _wire.encode_model_load_response(
                     request_id, self.load_model(name, path=path, data=data)
                 )
             if opcode == ops["MODEL_SWAP"]:
-                scorer, model, role, arm = _wire.decode_model_swap_request(payload)
+                scorer, model, role, arm = _wire.decode_model_swap_request(payload, 0, len(payload))
                 return _wire.encode_model_swap_response(
                     request_id, self.swap_model(scorer, model, role=role, arm=arm or None)
                 )
