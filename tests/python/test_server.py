@@ -449,3 +449,25 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
         if proc.poll() is None:
             proc.kill()
         proc.communicate()  # reap it and close its pipes
+
+
+def test_backpressure_bounds_a_client_that_does_not_read():
+    high = 256 << 10
+    srv = Server(port=0, write_buffer_high=high, max_in_flight=64)
+    payload = b"x" * 4000
+    n = 5_000  # ~20 MB of answers the client does not read at first
+    with srv.start_in_thread(), _connect(srv) as s:
+        sender = threading.Thread(
+            target=lambda: s.sendall(b"".join(wire.encode_ping(i, payload) for i in range(n)))
+        )
+        sender.start()
+        time.sleep(1.0)
+        (conn,) = list(srv._connections)
+        # The server stopped reading: its pending output stays near the high-water
+        # mark (plus one batch), not the 20 MB the client asked for.
+        pending = conn.transport.get_write_buffer_size()
+        assert pending <= high + 64 * (len(payload) + 64), pending
+        assert conn.buffered_bytes() < 1 << 20
+        got = _read_frames(s, n)
+        sender.join()
+    assert [h[3] for h, _ in got] == list(range(n))
