@@ -21,6 +21,7 @@ import xgboost as xgb
 from test_scorer import build, requests
 
 import rtml
+from rtml import _client_ops as ops
 from rtml import client as rc
 from rtml._core import wire
 from rtml.server import Server
@@ -155,8 +156,8 @@ def test_every_status_raises_its_class_with_name_code_and_message(name: str) -> 
 
 
 def test_the_table_names_every_status_and_only_those() -> None:
-    assert set(rc._ERROR_CLASSES) == set(STATUS) - {"OK"}
-    assert all(rc._ERROR_CLASSES[rc.status_name(c)] is rc.ProtocolError for c in wire.FATAL)
+    assert set(ops._ERROR_CLASSES) == set(STATUS) - {"OK"}
+    assert all(ops._ERROR_CLASSES[rc.status_name(c)] is rc.ProtocolError for c in wire.FATAL)
 
 
 def test_unknown_status_codes_raise_by_range() -> None:
@@ -170,6 +171,14 @@ def test_connection_errors_are_builtin_and_rtml_errors() -> None:
     assert issubclass(rc.ServerConnectionError, rtml.RtmlError)
     assert issubclass(rc.ServerTimeoutError, TimeoutError)
     assert issubclass(rc.ServerTimeoutError, rc.ServerConnectionError)
+
+
+def test_the_public_names_live_in_rtml_client() -> None:
+    for name in rc.__all__:
+        assert getattr(rtml, name, getattr(rc, name)) is getattr(rc, name)
+    for cls in (rc.ServerError, rc.ServerConnectionError, rc.ServerTimeoutError):
+        assert cls.__module__ == "rtml.client"
+    assert rc.error_for is ops.error_for and rc.status_name is ops.status_name
 
 
 # -- the connection, against a scripted server ---------------------------------------------
@@ -308,7 +317,7 @@ def test_a_dropped_connection_raises_connection_error(scripted: Callable[..., Sc
 def test_failed_batch_rows_raise_input_error_naming_the_row(
     scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rc, "MAX_ROWS", 3)
+    monkeypatch.setattr(ops, "MAX_ROWS", 3)
     batches: list[int] = []
 
     def answer(op: int, rid: int, payload: bytes) -> bytes:
@@ -538,7 +547,7 @@ def test_a_single_output_scorer_without_keys_returns_floats(live: Live, client: 
 def test_score_many_splits_long_batches(
     live: Live, client: rc.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rc, "MAX_ROWS", 7)
+    monkeypatch.setattr(ops, "MAX_ROWS", 7)
     frame_ = pd.DataFrame(requests(np.random.default_rng(4), 50))
     want = live.scorer.score_many(frame_, now=NOW)
     np.testing.assert_array_equal(client.score_many("fraud", frame_, now=NOW), want)
