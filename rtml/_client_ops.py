@@ -165,20 +165,29 @@ class _ScorerSpec:
     fields: tuple[str, ...]
     n_outputs: int
 
-    def row(self, request: Mapping[str, Any]) -> tuple[list[Any], np.ndarray]:
-        """The keys and the float64 field vector of one request, checked as in-process."""
+    def row(self, request: Mapping[str, Any]) -> tuple[list[Any], list[float]]:
+        """The keys and the field values (floats, NaN for None) of one request, checked as
+        in-process; both lists go to the codec as they are."""
+        # Called once per score: the common types pass without a call, and the names of
+        # what failed are only formatted on the way to an error.
         keys: list[Any] = []
         for name in self.keys:
             if name not in request:
                 raise InputError(f"request lacks the key '{name}'")
-            keys.append(_key(request[name], f"request key '{name}'"))
-        fields = np.empty(len(self.fields), dtype=np.float64)
-        for i, name in enumerate(self.fields):
+            value = request[name]
+            if type(value) is not str and type(value) is not int:
+                value = _key(value, f"request key '{name}'")
+            keys.append(value)
+        fields: list[float] = []
+        for name in self.fields:
             if name not in request:
                 raise InputError(
                     f"request lacks the field '{name}' (pass None for a missing value)"
                 )
-            fields[i] = _number(request[name], f"request field '{name}'")
+            value = request[name]
+            if type(value) is not float:
+                value = _number(value, f"request field '{name}'")
+            fields.append(value)
         return keys, fields
 
 
