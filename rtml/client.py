@@ -29,6 +29,7 @@ import numpy as np
 
 from rtml._client_ops import (
     _DECODERS,
+    _OK,
     _OPCODE_NAMES,
     ProtocolError,
     ServerConnectionError,
@@ -38,6 +39,7 @@ from rtml._client_ops import (
     _describe,
     _Op,
     _Ops,
+    _score_result,
 )
 from rtml._client_ops import error_for as error_for
 from rtml._client_ops import status_name as status_name
@@ -60,6 +62,9 @@ DEFAULT_PORT = 7311
 # Largest response payload a client reads: a bound on what a corrupted length makes
 # it wait for, far above any answer to a request the server accepted.
 _MAX_RESPONSE = 1 << 30
+# Codec lookups of the blocking client's per-call path, bound once.
+_HEADER = wire.HEADER_SIZE
+_split_frames = wire.split_frames
 
 
 class Client(_Ops):
@@ -105,6 +110,8 @@ class Client(_Ops):
         super().__init__(host, port)
         self.timeout = timeout
         self._buf = bytearray(1 << 16)  # one receive buffer, reused by every answer
+        self._view = memoryview(self._buf)  # released and remade when the buffer grows
+        self._extra = (0, 0)  # bytes received past the last answer: the next one's start
         self._sock: socket.socket | None = None
         try:
             self._sock = socket.create_connection((host, port), timeout=timeout)
@@ -125,7 +132,7 @@ class Client(_Ops):
 
     def ping(self, payload: bytes = b"") -> bytes:
         """Sends ``payload`` and returns the server's echo of it."""
-        return self._run(self._ping_op(payload))
+        return bytes(self._call(*self._ping_request(payload)))
 
     def score(
         self, scorer: str, request: Mapping[str, Any], *, now: Any = None
@@ -138,7 +145,10 @@ class Client(_Ops):
         sent. ``now`` (seconds, datetime or datetime64; default: the server's clock) is
         the time stored features and windows are read at.
         """
-        return self._run(self._score_op(scorer, request, now))
+        spec = self._scorers.get(scorer)
+        if spec is None:  # the first score of this scorer reads its layout first
+            return self._run(self._score_op(scorer, request, now))
+        return _score_result(self._call(*self._score_request(spec, scorer, request, now)))
 
     def score_many(self, scorer: str, data: Any, *, now: Any = None) -> np.ndarray:
         """Scores many requests given as a DataFrame or a dict of equal-length columns,
@@ -243,40 +253,43 @@ class Client(_Ops):
             )
             self.close()
             raise
-        try:
-            self._check(op, rid, header, self._buf)
-        except RtmlError:
-            if self._closed is not None:
-                self.close()
-            raise
+        if header[2] != _OK or header[0] != op or header[3] != rid:
+            try:
+                self._check(op, rid, header, self._buf)  # raises what went wrong
+            except RtmlError:
+                if self._closed is not None:
+                    self.close()
+                raise
         return _DECODERS[op](self._buf, header[4], header[5])
 
     def _read_frame(self, sock: socket.socket) -> tuple[int, int, int, int, int, int]:
-        """Reads exactly one frame into the receive buffer: the header, then its payload."""
-        size = wire.HEADER_SIZE
-        self._recv_into(sock, 0, size)
-        frames = self._split(size)
-        if not frames:
-            # split_frames judged the header sound; its last field is the payload length.
-            size += int.from_bytes(self._buf[size - 4 : size], "little")
-            self._recv_into(sock, wire.HEADER_SIZE, size)
-            frames = self._split(size)
-        return frames[0]
-
-    def _split(self, end: int) -> list[tuple[int, int, int, int, int, int]]:
-        with memoryview(self._buf) as view:
-            frames, _ = wire.split_frames(view[:end], _MAX_RESPONSE)
-        return frames
-
-    def _recv_into(self, sock: socket.socket, start: int, end: int) -> None:
-        if len(self._buf) < end:
-            self._buf.extend(bytes(end - len(self._buf)))
-        with memoryview(self._buf) as view:
-            while start < end:
-                got = sock.recv_into(view[start:end])
+        """Receives one frame to the front of the receive buffer: usually with one
+        ``recv_into``, which may also take bytes past it (kept for the next call)."""
+        start, end = self._extra
+        if end:
+            end -= start
+            self._buf[:end] = self._buf[start : start + end]
+            self._extra = (0, 0)
+        want = _HEADER  # bytes to have before the frame can be cut
+        while True:
+            while end < want:
+                if len(self._buf) < want:
+                    self._view.release()
+                    self._buf.extend(bytes(want - len(self._buf)))
+                    self._view = memoryview(self._buf)
+                got = sock.recv_into(self._view[end:])
                 if not got:
                     raise ConnectionResetError("the server closed the connection")
-                start += got
+                end += got
+            frames, _ = _split_frames(self._view[:end], _MAX_RESPONSE)
+            if frames:
+                header = frames[0]
+                stop = header[4] + header[5]
+                if end > stop:
+                    self._extra = (stop, end)
+                return header
+            # split_frames judged the header sound; its last field is the payload length.
+            want += int.from_bytes(self._buf[want - 4 : want], "little")
 
 
 class _Protocol(asyncio.BufferedProtocol):

@@ -10,6 +10,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -53,13 +54,14 @@ def stats_answer(rid: int, doc: str) -> bytes:
     return frame(OPS["STATS"], rid, struct.pack("<I", len(data)) + data)
 
 
-Answer = Callable[[int, int, bytes], "bytes | None"]
+Answer = Callable[[int, int, bytes], "bytes | list[bytes] | None"]
 
 
 class Scripted:
     """A server for one connection, on a thread: it answers HELLO itself and every other
     request with ``answer(opcode, request_id, payload)``: bytes to send (b"" for nothing
-    yet), or None to close the connection. ``seen`` lists the opcodes received."""
+    yet; a list: pieces sent a moment apart), or None to close the connection. ``seen``
+    lists the opcodes received."""
 
     def __init__(self, answer: Answer, *, max_in_flight: int = 64, max_payload: int = 1 << 20):
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -88,7 +90,10 @@ class Scripted:
                         out = self.answer(op, rid, buf[offset : offset + length])
                     if out is None:
                         return
-                    conn.sendall(out)
+                    for piece in [out] if isinstance(out, bytes) else out:
+                        conn.sendall(piece)
+                        if not isinstance(out, bytes):
+                            time.sleep(0.005)  # separate reads for the client
                 buf = buf[used:]
 
     @staticmethod
@@ -311,6 +316,31 @@ def test_a_dropped_connection_raises_connection_error(scripted: Callable[..., Sc
     client = rc.Client("127.0.0.1", server.port)
     with pytest.raises(rc.ServerConnectionError, match="lost: the server closed"):
         client.ping()
+    client.close()
+
+
+def test_answers_arriving_in_pieces_are_put_together(scripted: Callable[..., Scripted]) -> None:
+    def answer(op: int, rid: int, payload: bytes) -> list[bytes]:
+        whole = frame(op, rid, payload)
+        return [whole[:5], whole[5:23], whole[23:30], whole[30:]]
+
+    server = scripted(answer)
+    with rc.Client("127.0.0.1", server.port) as client:
+        assert client.ping(b"in four pieces") == b"in four pieces"
+        assert client.ping(b"x" * 70_000) == b"x" * 70_000  # above the first buffer
+
+
+def test_bytes_past_an_answer_are_read_as_the_next_answer(
+    scripted: Callable[..., Scripted],
+) -> None:
+    # One read may take more than the answer; what follows it is not dropped: a stray
+    # frame is the next call's answer, out of step, and closes the connection.
+    server = scripted(lambda op, rid, p: frame(op, rid, p) + frame(op, rid + 100, b"stray"))
+    client = rc.Client("127.0.0.1", server.port)
+    assert client.ping(b"first") == b"first"
+    with pytest.raises(rc.ProtocolError, match=r"request 3 \(PING\) came with request id 102"):
+        client.ping(b"second")
+    assert client.closed
     client.close()
 
 
