@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
+import sys
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -122,6 +124,7 @@ class Client(_Ops):
         except OSError as e:
             raise ServerConnectionError(f"cannot connect to {self._where()}: {e}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _kernel_timeouts(self._sock, timeout)
         try:
             self._run(self._hello_op(token))
         except BaseException:
@@ -236,7 +239,7 @@ class Client(_Ops):
         try:
             sock.sendall(frame)
             header = self._read_frame(sock)
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: see _kernel_timeouts
             self._closed = (
                 f"closed: no answer within {self.timeout} s to request {rid} "
                 f"({_OPCODE_NAMES.get(op)})"
@@ -290,6 +293,26 @@ class Client(_Ops):
                 return header
             # split_frames judged the header sound; its last field is the payload length.
             want += int.from_bytes(self._buf[want - 4 : want], "little")
+
+
+def _kernel_timeouts(sock: socket.socket, timeout: float | None) -> None:
+    """Makes ``sock`` blocking, its ``timeout`` kept by the kernel for each send and
+    receive (SO_SNDTIMEO, SO_RCVTIMEO): a socket with a Python timeout polls before each
+    of them, two more system calls per request (about 1 µs of a 15 µs round trip). A call
+    that times out then raises BlockingIOError rather than TimeoutError. Sockets stay as
+    they are without a positive timeout, on Windows (whose options take milliseconds) and
+    where the options are refused."""
+    if timeout is None or timeout <= 0 or sys.platform == "win32":
+        return
+    seconds = int(timeout)
+    micros = int((timeout - seconds) * 1e6)
+    timeval = struct.pack("@ll", seconds, micros if seconds or micros else 1)  # 0 = forever
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    except OSError:
+        return
+    sock.settimeout(None)
 
 
 class _Protocol(asyncio.BufferedProtocol):

@@ -9,6 +9,7 @@ import asyncio
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -309,6 +310,23 @@ def test_no_answer_in_time_raises_a_timeout_and_closes(scripted: Callable[..., S
     with pytest.raises(rc.ServerConnectionError, match="no answer within"):
         client.ping()
     client.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows keeps Python's socket timeout")
+@pytest.mark.parametrize("timeout", [None, 0.25, 3])
+def test_a_timeout_bounds_each_wait_and_none_waits_forever(
+    scripted: Callable[..., Scripted], timeout: float | None
+) -> None:
+    # The kernel keeps the timeout (SO_RCVTIMEO, no poll per call); an answer that takes
+    # a moment is fine.
+    server = scripted(lambda op, rid, p: [b"", frame(op, rid, p)])
+    with rc.Client("127.0.0.1", server.port, timeout=timeout) as client:
+        assert client.ping(b"after 5 ms") == b"after 5 ms"
+        sock = client._sock
+        assert sock is not None and sock.gettimeout() is None
+        got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.calcsize("@ll"))
+        seconds, micros = struct.unpack("@ll", got)
+        assert seconds + micros / 1e6 == pytest.approx(timeout or 0, abs=0.01)
 
 
 def test_a_dropped_connection_raises_connection_error(scripted: Callable[..., Scripted]) -> None:
