@@ -201,6 +201,53 @@ RTML_TEST(OperationsRoundTripThroughTheCodec) {
   CHECK(v == 1.0);
 }
 
+RTML_TEST(PipelinedScoresAreBatchedAndStillAnsweredOneByOne) {
+  Fixture fx;
+  Session s(&fx.engine);
+  Bytes in = PutFrame(1, "c1", 0.9, 3, kNow);
+  // 600 SCOREs (runs longer than one batch), with frames that cannot join a
+  // run in between: another time, an unknown scorer, a wrong key kind.
+  Key int_key[1] = {Key::Int(7)};
+  const double amount = 0.7;
+  wire::ScoreRequest wrong_kind;
+  wrong_kind.scorer = "s";
+  wrong_kind.keys = int_key;
+  wrong_kind.n_keys = 1;
+  wrong_kind.fields = &amount;
+  wrong_kind.n_fields = 1;
+  for (uint64_t id = 2; id < 602; ++id) {
+    Bytes f = ScoreFrame(id, id % 2 ? "c1" : "zz", id % 3 ? 0.7 : 0.1);
+    if (id == 100) f[26 + 8 - 1] ^= 0x01;  // now_ns differs from the run's
+    if (id == 200) f[26] = 'x';            // scorer "x": NOT_FOUND
+    if (id == 300) f = Encoded([&](uint8_t* p, size_t c) { return wire::EncodeScoreRequest(id, wrong_kind, p, c); });
+    in.insert(in.end(), f.begin(), f.end());
+  }
+  const Session::Result r = HandleAll(&s, in);
+  CHECK(r.consumed == in.size() && r.frames == 601);
+  const auto resp = Responses(s.out());
+  CHECK(resp.size() == 601);
+  for (uint64_t id = 2; id < 602; ++id) {
+    const wire::Frame& f = resp[id - 1];
+    CHECK(f.header.request_id == id);
+    if (id == 200) {
+      CHECK(f.header.status == static_cast<uint16_t>(wire::Code::kNotFound));
+      continue;
+    }
+    if (id == 300) {
+      CHECK(f.header.status == static_cast<uint16_t>(wire::Code::kBadKeyKind));
+      continue;
+    }
+    CHECK(f.header.status == 0);
+    wire::ScoreResponse sc;
+    double v = -1;
+    CHECK(wire::DecodeScoreResponse(f, &sc) == wire::Code::kOk);
+    wire::CopyF64(sc.raw, 1, &v);
+    // c1 has f0 0.9 (+100); "zz" has nothing; amount 0.7 adds 10, 0.1 nothing.
+    const double want = 1.0 + (id % 3 ? 10.0 : 0.0) + (id % 2 ? 100.0 : 0.0);
+    CHECK(v == want);
+  }
+}
+
 RTML_TEST(ErrorsAreFramesAndTheSessionGoesOn) {
   Fixture fx;
   Session s(&fx.engine);

@@ -166,6 +166,11 @@ class Session {
   void Hello(const wire::Frame& f);
   void Ping(const wire::Frame& f);
   void Score(const wire::Frame& f);
+  // Scores first and the SCORE frames right after it in the buffer that share
+  // its scorer and time (at most budget, kMaxScoreRun) with one ScoreMany;
+  // moves split past them and returns how many frames it answered.
+  size_t ScoreRun(const wire::Frame& first, wire::FrameSplitter* split, size_t budget);
+  bool DecodeRunSlot(const wire::Frame& f, const Engine::ScorerEntry* e, size_t i, wire::ScoreRequest* req);
   void ScoreBatch(const wire::Frame& f);
   void Predict(const wire::Frame& f);
   void GetFeatures(const wire::Frame& f);
@@ -191,6 +196,10 @@ class Session {
   std::vector<int64_t> times_;
   std::vector<uint8_t> bytes_;
   std::vector<TableStatus> statuses_;
+  std::vector<Key> run_keys_;  // a SCORE run's keys, row-major
+  std::vector<double> run_fields_;
+  std::vector<wire::Frame> run_frames_;
+  static constexpr size_t kMaxScoreRun = 256;
 };
 
 }  // namespace rtml::server

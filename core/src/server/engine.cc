@@ -15,6 +15,7 @@ namespace {
 using wire::Code;
 using wire::Frame;
 using wire::Opcode;
+using wire::Reader;
 
 int64_t ClockNs() noexcept {
   timespec ts;
@@ -210,6 +211,14 @@ Session::Result Session::Handle(const uint8_t* in, size_t n, size_t max_frames) 
           return res;
         }
       }
+      if (op == Opcode::kScore && authorized_ && !engine_->draining() &&
+          wire::CheckRequestHeader(f.header) == Code::kOk) {
+        // Pipelined SCOREs that arrived together are scored as one batch.
+        const size_t n = ScoreRun(f, &split, max_frames - res.frames);
+        engine_->frames_.fetch_add(n, std::memory_order_relaxed);
+        res.frames += n;
+        continue;
+      }
       engine_->frames_.fetch_add(1, std::memory_order_relaxed);
       ++res.frames;
       Serve(f);
@@ -377,6 +386,92 @@ void Session::Score(const Frame& f) {
   resp.outputs = out;
   resp.n_outputs = n_out;
   Append([&](uint8_t* p, size_t cap) { return wire::EncodeScoreResponse(f.header.request_id, resp, p, cap); });
+}
+
+// Decodes SCORE frame f into slot i of the run buffers when it can join a run
+// of scorer e at now_ns (same scorer, time, shape and key kinds as the run);
+// false otherwise (the frame is then served on its own, with its error).
+bool Session::DecodeRunSlot(const Frame& f, const Engine::ScorerEntry* e, size_t i, wire::ScoreRequest* req) {
+  const ScorerPlan& plan = e->scorer->plan();
+  const size_t nk = plan.keys.size(), nf = plan.num_fields;
+  Key* keys = run_keys_.data() + i * nk;
+  double* fields = run_fields_.data() + i * nf;
+  if (wire::DecodeScoreRequest(f, engine_->config_.limits, keys, nk, fields, nf, req) != Code::kOk) return false;
+  if (req->scorer != e->name || req->n_keys != nk || req->n_fields != nf) return false;
+  for (size_t k = 0; k < nk; ++k) {
+    if (keys[k].is_string != (plan.keys[k] == KeyKind::kString)) return false;
+  }
+  return true;
+}
+
+size_t Session::ScoreRun(const Frame& first, wire::FrameSplitter* split, size_t budget) {
+  // The first frame names the scorer; a frame that cannot be scored as asked
+  // is served alone by Score, which answers with the precise error.
+  const wire::Limits& lim = engine_->config_.limits;
+  wire::ScoreRequest req;
+  {
+    Reader probe(first.payload, first.header.payload_len);
+    std::string_view name;
+    if (probe.Str16(lim.max_name_bytes, &name) != Code::kOk) {
+      Score(first);
+      return 1;
+    }
+    req.scorer = name;
+  }
+  const auto* e = Engine::Find(engine_->scorers_, req.scorer);
+  if (e == nullptr) {
+    Score(first);
+    return 1;
+  }
+  const ScorerPlan& plan = e->scorer->plan();
+  const size_t nk = plan.keys.size(), nf = plan.num_fields;
+  const size_t most = std::min(budget, kMaxScoreRun);
+  Grow(&run_keys_, std::max<size_t>(most * nk, 1));
+  Grow(&run_fields_, std::max<size_t>(most * nf, 1));
+  Grow(&run_frames_, most);
+  if (!DecodeRunSlot(first, e, 0, &req)) {
+    Score(first);
+    return 1;
+  }
+  const int64_t now_ns = req.now_ns;
+  run_frames_[0] = first;
+  size_t n = 1;
+  while (n < most) {
+    wire::FrameSplitter peek = *split;
+    Frame g;
+    Code err;
+    wire::ScoreRequest next;
+    if (peek.Next(&g, &err) != wire::SplitResult::kFrame || g.header.opcode != first.header.opcode ||
+        wire::CheckRequestHeader(g.header) != Code::kOk || !DecodeRunSlot(g, e, n, &next) || next.now_ns != now_ns) {
+      break;
+    }
+    run_frames_[n++] = g;
+    *split = peek;
+  }
+  const size_t n_out = static_cast<size_t>(e->scorer->num_outputs());
+  double* out = Grow(&outputs_, n * n_out);
+  const int64_t now = now_ns != 0 ? now_ns : ClockNs();
+  Status st;
+  if (n == 1) {
+    st = e->scorer->Score(run_keys_.data(), run_fields_.data(), now, out, nullptr, e->observer);
+  } else {
+    st = e->scorer->ScoreMany(run_keys_.data(), run_fields_.data(), n, now, out, nullptr, e->observer);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const Frame& f = run_frames_[i];
+    // A failed batch names no row: find the refused rows one by one.
+    if (st != Status::kOk && e->scorer->Score(run_keys_.data() + i * nk, run_fields_.data() + i * nf, now,
+                                              out + i * n_out) != Status::kOk) {
+      Error(f, Code::kModelError,
+            "the model refused the row (a value its native library rejects, e.g. inf for scikit-learn)");
+      continue;
+    }
+    wire::ScoreResponse resp;
+    resp.outputs = out + i * n_out;
+    resp.n_outputs = n_out;
+    Append([&](uint8_t* p, size_t cap) { return wire::EncodeScoreResponse(f.header.request_id, resp, p, cap); });
+  }
+  return n;
 }
 
 void Session::Predict(const Frame& f) {
