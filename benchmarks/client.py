@@ -17,9 +17,10 @@ from round to round):
 rtml/_client_ops.py) of git revision REV, loaded beside the current ones (with the
 current codec and store), for a before/after in the same rounds.
 
-Each call is timed alone (``perf_counter_ns``). The table shows each case's median and
-p99 over all its calls, and what the client adds: per round, the client's median minus
-the raw one's; the median of those over the rounds.
+Each call is timed alone (``perf_counter_ns``). The table shows each case's p50 (the
+median over the rounds of each round's median) and p99 (over all its calls), and what
+the client adds: per round, the client's median minus the raw one's; the median of
+those over the rounds.
 """
 
 from __future__ import annotations
@@ -118,10 +119,13 @@ def measure(
 
 
 def render(times: dict[str, list[list[int]]], pairs: tuple[tuple[str, str], ...]) -> list[str]:
+    # This machine's load drifts between rounds: a case's p50 is the median of its
+    # per-round medians, not of all its calls pooled (which a few slow rounds can skew).
     lines = ["| case | p50 µs | p99 µs |", "|---|---|---|"]
     for name, runs in times.items():
-        every = np.concatenate([np.asarray(r) for r in runs]) / 1e3
-        lines.append(f"| {name} | {np.median(every):.1f} | {np.percentile(every, 99):.1f} |")
+        p50 = statistics.median(statistics.median(r) for r in runs) / 1e3
+        p99 = np.percentile(np.concatenate([np.asarray(r) for r in runs]), 99) / 1e3
+        lines.append(f"| {name} | {p50:.1f} | {p99:.1f} |")
     lines += ["", "| difference per call | median over rounds of the p50 difference |"]
     lines.append("|---|---|")
     for mine, base in pairs:
