@@ -17,11 +17,13 @@
 #include <vector>
 
 #include "check.h"
-#include "stumps.h"
+#include "engine_fixture.h"
 
 using namespace rtml;
 using namespace rtml::server;
 using Bytes = std::vector<uint8_t>;
+using rtml_test::EngineFixture;
+using rtml_test::PowersOfTen;
 
 namespace {
 
@@ -39,58 +41,13 @@ int64_t WallNs() {
       .count();
 }
 
-// f(x) = 1 + 10 * [x0 >= 0.5] + 100 * [x1 >= 0.5] + ... over nf features.
-std::shared_ptr<const Forest> Stumps(int32_t nf) {
-  return rtml_test::Stumps(nf, 1.0, [](int32_t f) { return std::make_pair(0.0, std::pow(10.0, f + 1)); });
+EngineConfig Config(const std::string& token = "") {
+  EngineConfig c;
+  c.token = token;
+  c.max_in_flight = 64;
+  c.limits.max_payload = 1 << 16;
+  return c;
 }
-
-// A table "card" (str key, fields: float64, integer), a window set "txn"
-// (count over 1m) and a scorer "s" over [request amount, card.f0, txn.count].
-struct Fixture {
-  FeatureTable cards{[] {
-    TableSchema s;
-    s.key_kind = KeyKind::kString;
-    s.num_fields = 2;
-    s.capacity = 1000;
-    s.ttl_ns = 3600 * kSec;  // mutated times reach the expiry arithmetic
-    return s;
-  }()};
-  WindowTable txn{[] {
-    WindowSpec s;
-    s.key_kind = KeyKind::kString;
-    s.capacity = 1000;
-    s.ops = {WindowOp::kCount};
-    s.windows_ns = {60 * kSec};
-    return s;
-  }()};
-  std::unique_ptr<Scorer> scorer;
-  Engine engine;
-
-  explicit Fixture(const std::string& token = "")
-      : engine([&] {
-          EngineConfig c;
-          c.token = token;
-          c.max_in_flight = 64;
-          c.limits.max_payload = 1 << 16;
-          return c;
-        }()) {
-    ScorerPlan p;
-    p.tables = {&cards};
-    p.windows = {&txn};
-    p.keys = {KeyKind::kString};
-    p.num_fields = 1;
-    p.inputs = {{InputSource::Kind::kRequest, 0, 0, 0},
-                {InputSource::Kind::kTable, 0, 0, 0},
-                {InputSource::Kind::kWindow, 0, 0, 0}};
-    ScorerConfig cfg;
-    cfg.arms.push_back({"main", Stumps(3), "v1", 1.0});
-    scorer = std::make_unique<Scorer>(std::move(p), std::move(cfg));
-    engine.SetScorer("s", scorer.get(), nullptr);
-    engine.SetModel("m", Stumps(2));
-    engine.SetTable("card", &cards, {FieldKind::kFloat64, FieldKind::kInteger}, 3600 * kSec);
-    engine.SetWindows("txn", &txn, 3600 * kSec);
-  }
-};
 
 template <typename Encode>
 Bytes Encoded(Encode&& encode) {
@@ -168,7 +125,7 @@ Session::Result HandleAll(Session* s, const Bytes& in, size_t max_frames = 1000)
 }  // namespace
 
 RTML_TEST(OperationsRoundTripThroughTheCodec) {
-  Fixture fx;
+  EngineFixture fx(Config());
   Session s(&fx.engine);
   const Bytes in = Concat({PutFrame(1, "c1", 0.9, 3, kNow - kSec), IngestFrame(2, "c1", 5.0, kNow - kSec),
                            IngestFrame(3, "c1", 6.0, kNow - 2 * kSec), ScoreFrame(4, "c1", 0.7),
@@ -202,7 +159,7 @@ RTML_TEST(OperationsRoundTripThroughTheCodec) {
 }
 
 RTML_TEST(PipelinedScoresAreBatchedAndStillAnsweredOneByOne) {
-  Fixture fx;
+  EngineFixture fx(Config());
   Session s(&fx.engine);
   Bytes in = PutFrame(1, "c1", 0.9, 3, kNow);
   // 600 SCOREs (runs longer than one batch), with frames that cannot join a
@@ -249,7 +206,7 @@ RTML_TEST(PipelinedScoresAreBatchedAndStillAnsweredOneByOne) {
 }
 
 RTML_TEST(ErrorsAreFramesAndTheSessionGoesOn) {
-  Fixture fx;
+  EngineFixture fx(Config());
   Session s(&fx.engine);
   Bytes unknown = PingFrame(2);
   unknown[6] = 0x50;  // opcode 0x0150: reserved for online learning
@@ -277,7 +234,7 @@ RTML_TEST(ErrorsAreFramesAndTheSessionGoesOn) {
 }
 
 RTML_TEST(MaxFramesBoundsABatchAndStatsIsDeferredInPlace) {
-  Fixture fx;
+  EngineFixture fx(Config());
   Session s(&fx.engine);
   const Bytes stats = Encoded([](uint8_t* p, size_t c) { return wire::EncodeStatsRequest(9, "", p, c); });
   const Bytes in = Concat({PingFrame(1), PingFrame(2), stats, PingFrame(3)});
@@ -296,7 +253,7 @@ RTML_TEST(MaxFramesBoundsABatchAndStatsIsDeferredInPlace) {
 }
 
 RTML_TEST(TokenGatesEveryRequestUntilHello) {
-  Fixture fx("s3cret");
+  EngineFixture fx(Config("s3cret"));
   {
     Session s(&fx.engine);
     const Session::Result r = HandleAll(&s, Concat({PingFrame(1), PingFrame(2)}));
@@ -322,7 +279,7 @@ RTML_TEST(TokenGatesEveryRequestUntilHello) {
 }
 
 RTML_TEST(PrefixesCorruptionsAndMutationsNeverCrash) {
-  Fixture fx;
+  EngineFixture fx(Config());
   const Bytes valid = Concat({PutFrame(1, "c1", 0.9, 3, kNow), IngestFrame(2, "c2", 1.0, kNow),
                               ScoreFrame(3, "c1", 0.7), PingFrame(4)});
   // Every prefix: complete frames are answered, the partial one waits.
@@ -357,7 +314,7 @@ RTML_TEST(PrefixesCorruptionsAndMutationsNeverCrash) {
 }
 
 RTML_TEST(SessionsOnThreadsWhileTheRegistryChanges) {
-  Fixture fx;
+  EngineFixture fx(Config());
   std::atomic<bool> stop{false};
   std::atomic<int64_t> bad{0};
   std::vector<std::thread> threads;
@@ -380,8 +337,8 @@ RTML_TEST(SessionsOnThreadsWhileTheRegistryChanges) {
   }
   std::thread admin([&] {
     for (int i = 0; i < 200; ++i) {
-      fx.engine.SetModel("m", Stumps(1 + i % 3));
-      fx.engine.SetModel("extra" + std::to_string(i % 4), Stumps(2));
+      fx.engine.SetModel("m", PowersOfTen(1 + i % 3));
+      fx.engine.SetModel("extra" + std::to_string(i % 4), PowersOfTen(2));
       fx.engine.RemoveModel("extra" + std::to_string((i + 2) % 4));
     }
   });

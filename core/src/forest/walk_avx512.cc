@@ -10,7 +10,9 @@
 // GCC 12's AVX-512 headers start gathers from _mm512_undefined_*(), which its
 // own -Wuninitialized flags inside the header.
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)  // a GCC-only warning; clang would warn about the pragma
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 #define RTML_HAVE_AVX512_KERNEL 1
 #endif

@@ -589,7 +589,7 @@ void Session::ScoreBatch(const Frame& f) {
   const size_t n_out = static_cast<size_t>(e->scorer->num_outputs());
   double* out = Grow(&outputs_, size_t{req.n_rows} * n_out);
   uint8_t* row_status = Grow(&bytes_, req.n_rows);
-  std::memset(row_status, 0, req.n_rows);
+  if (req.n_rows != 0) std::memset(row_status, 0, req.n_rows);
   const int64_t now = req.now_ns != 0 ? req.now_ns : ClockNs();
   if (req.n_rows != 0 && e->scorer->ScoreMany(keys, fields, req.n_rows, now, out, nullptr, e->observer) != Status::kOk) {
     // Find the rows the model refused: score them one by one.
