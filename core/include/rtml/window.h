@@ -136,6 +136,9 @@ class WindowTable {
   explicit WindowTable(Plan plan);
   // Aggregates of one consistent view of a record (runs inside the seqlock).
   void Compute(const Word* rec, int64_t newest_ns, int64_t now_ns, double* out) const noexcept;
+  struct Acc;  // running aggregate of buckets (window.cc)
+  void Add(const Word* bucket, uint64_t n, Acc* acc) const noexcept;
+  void Emit(uint32_t window, const Acc& a, bool lost, double* out) const noexcept;
   void EmptyColumns(uint32_t window, double* out) const noexcept;
   void LostColumns(uint32_t window, double* out) const noexcept;
 

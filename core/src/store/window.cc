@@ -27,8 +27,10 @@ inline int64_t FloorDiv(int64_t a, int64_t b) {
 inline double LoadD(const Word& w) { return FromBits(LoadWord(w)); }
 inline void StoreD(Word& w, double v) { StoreWord(w, Bits(v)); }
 
+}  // namespace
+
 // Running aggregate over buckets (Chan et al.'s pairwise update for m2).
-struct Acc {
+struct WindowTable::Acc {
   uint64_t n = 0;
   double sum = 0, m2 = 0;
   double mn = std::numeric_limits<double>::infinity();
@@ -36,8 +38,6 @@ struct Acc {
   int64_t last_ts = std::numeric_limits<int64_t>::min();
   double last = kNaN;
 };
-
-}  // namespace
 
 WindowTable::Plan WindowTable::MakePlan(const WindowSpec& spec) {
   if (spec.ops.empty()) throw InputError("a window set needs at least one op");
@@ -246,81 +246,118 @@ void WindowTable::LostColumns(uint32_t window, double* out) const noexcept {
   for (size_t o = 0; o < spec_.ops.size(); ++o) out[o * nw + window] = kNaN;
 }
 
+void WindowTable::Emit(uint32_t window, const Acc& a, bool lost, double* out) const noexcept {
+  if (lost) {
+    LostColumns(window, out);
+    return;
+  }
+  if (a.n == 0) {
+    EmptyColumns(window, out);
+    return;
+  }
+  const size_t nw = spec_.windows_ns.size();
+  const double n = static_cast<double>(a.n);
+  for (size_t o = 0; o < spec_.ops.size(); ++o) {
+    double v = kNaN;
+    switch (spec_.ops[o]) {
+      case WindowOp::kCount: v = n; break;
+      case WindowOp::kSum: v = a.sum; break;
+      case WindowOp::kMean: v = a.sum / n; break;
+      case WindowOp::kMin: v = a.mn; break;
+      case WindowOp::kMax: v = a.mx; break;
+      case WindowOp::kStddev: v = std::sqrt(std::max(a.m2, 0.0) / n); break;
+      case WindowOp::kLast: v = a.last; break;
+    }
+    out[o * nw + window] = v;
+  }
+}
+
+void WindowTable::Add(const Word* b, uint64_t n, Acc* acc) const noexcept {
+  Acc& a = *acc;
+  const double sum = bucket_.sum >= 0 ? LoadD(b[bucket_.sum]) : 0.0;
+  if (bucket_.m2 >= 0) {
+    const double m2 = LoadD(b[bucket_.m2]);
+    if (a.n == 0) {
+      a.m2 = m2;
+    } else {
+      const double na = static_cast<double>(a.n), nb = static_cast<double>(n);
+      const double delta = sum / nb - a.sum / na;
+      a.m2 += m2 + delta * delta * na * nb / (na + nb);
+    }
+  }
+  a.n += n;
+  a.sum += sum;
+  if (bucket_.min >= 0) a.mn = std::min(a.mn, LoadD(b[bucket_.min]));
+  if (bucket_.max >= 0) a.mx = std::max(a.mx, LoadD(b[bucket_.max]));
+  if (bucket_.last_ts >= 0) {
+    const int64_t ts = static_cast<int64_t>(LoadWord(b[bucket_.last_ts]));
+    if (ts > a.last_ts) {  // buckets are visited newest first: keep the first of a tie
+      a.last_ts = ts;
+      a.last = LoadD(b[bucket_.last_val]);
+    }
+  }
+}
+
+namespace {
+
+// Calls fn(slot) for every set bit of bits in slots [lo, hi], highest first,
+// one word load per 64 slots; stops early when fn returns false.
+template <typename Fn>
+bool ForSetBitsDown(const Word* bits, int64_t lo, int64_t hi, Fn&& fn) noexcept {
+  if (hi < lo) return true;
+  for (int64_t w = hi >> 6; w >= (lo >> 6); --w) {
+    uint64_t word = LoadWord(bits[w]);
+    if (w == (hi >> 6) && (hi & 63) != 63) word &= (uint64_t{1} << ((hi & 63) + 1)) - 1;
+    if (w == (lo >> 6)) word &= ~((uint64_t{1} << (lo & 63)) - 1);
+    while (word != 0) {
+      const int bit = 63 - __builtin_clzll(word);
+      if (!fn((w << 6) + bit)) return false;
+      word &= ~(uint64_t{1} << bit);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 void WindowTable::Compute(const Word* rec, int64_t newest_ns, int64_t now_ns,
                           double* out) const noexcept {
-  const size_t nw = spec_.windows_ns.size();
   for (size_t r = 0; r < rings_.size(); ++r) {
     const Ring& ring = rings_[r];
     const int64_t cur = FloorDiv(now_ns, ring.bucket_ns);
-    // The ring holds the buckets (head - length, head]: older ones are gone.
+    // The ring holds the buckets (head - length, head]: older ones are gone,
+    // and a window reaching below oldest reads as lost (NaN), never partial.
     const int64_t oldest = FloorDiv(newest_ns, ring.bucket_ns) - ring.length + 1;
+    const auto& windows = ring_windows_[r];  // (buckets k, window index), k ascending
     Acc a;
-    bool lost = false;
     size_t next = 0;  // next window of this ring to emit
-    const auto& windows = ring_windows_[r];
-    // Slots are walked downwards with a wrap, not recomputed with a modulo
-    // per bucket (two divisions would cost more than reading the bucket).
+    auto emit_below = [&](int64_t d) {  // windows of at most d buckets are complete
+      for (; next < windows.size() && windows[next].first <= d; ++next) {
+        Emit(windows[next].second, a, cur - static_cast<int64_t>(windows[next].first) + 1 < oldest, out);
+      }
+    };
+    // Only occupied slots are read: the bitmap is walked from the slot of the
+    // current bucket (distance d = 0) downwards with a wrap, up to max_window.
     const int64_t len = ring.length;
-    int64_t slot = ((cur % len) + len) % len;
+    const int64_t max_d = ring.max_window;
+    const int64_t cur_slot = ((cur % len) + len) % len;
     const Word* bits = rec + ring.bits;
-    for (uint32_t d = 0; d < ring.max_window; ++d, slot = slot == 0 ? len - 1 : slot - 1) {
+    auto visit = [&](int64_t slot, int64_t d) {
+      emit_below(d);
       const int64_t j = cur - d;
+      if (j < oldest) return false;  // older than the span: nothing further is held
       const Word* b = rec + ring.offset + static_cast<uint64_t>(slot) * bucket_.words;
-      // A clear bit: the slot holds no bucket of the span (nothing to read).
-      const bool occupied = (LoadWord(bits[slot >> 6]) >> (slot & 63)) & 1;
-      const uint64_t n = occupied ? LoadWord(b[1]) : 0;
-      const int64_t idx = occupied ? static_cast<int64_t>(LoadWord(b[0])) : 0;
-      if (j < oldest) lost = true;  // older than the span: the ring no longer holds it
-      if (!lost && n > 0 && idx == j) {
-        const double sum = bucket_.sum >= 0 ? LoadD(b[bucket_.sum]) : 0.0;
-        if (bucket_.m2 >= 0) {
-          const double m2 = LoadD(b[bucket_.m2]);
-          if (a.n == 0) {
-            a.m2 = m2;
-          } else {
-            const double na = static_cast<double>(a.n), nb = static_cast<double>(n);
-            const double delta = sum / nb - a.sum / na;
-            a.m2 += m2 + delta * delta * na * nb / (na + nb);
-          }
-        }
-        a.n += n;
-        a.sum += sum;
-        if (bucket_.min >= 0) a.mn = std::min(a.mn, LoadD(b[bucket_.min]));
-        if (bucket_.max >= 0) a.mx = std::max(a.mx, LoadD(b[bucket_.max]));
-        if (bucket_.last_ts >= 0) {
-          const int64_t ts = static_cast<int64_t>(LoadWord(b[bucket_.last_ts]));
-          if (ts > a.last_ts) {  // buckets are visited newest first: keep the first of a tie
-            a.last_ts = ts;
-            a.last = LoadD(b[bucket_.last_val]);
-          }
-        }
-      }
-      for (; next < windows.size() && windows[next].first == d + 1; ++next) {
-        const uint32_t wi = windows[next].second;
-        if (lost) {
-          LostColumns(wi, out);
-          continue;
-        }
-        if (a.n == 0) {
-          EmptyColumns(wi, out);
-          continue;
-        }
-        const double n = static_cast<double>(a.n);
-        for (size_t o = 0; o < spec_.ops.size(); ++o) {
-          double v = kNaN;
-          switch (spec_.ops[o]) {
-            case WindowOp::kCount: v = n; break;
-            case WindowOp::kSum: v = a.sum; break;
-            case WindowOp::kMean: v = a.sum / n; break;
-            case WindowOp::kMin: v = a.mn; break;
-            case WindowOp::kMax: v = a.mx; break;
-            case WindowOp::kStddev: v = std::sqrt(std::max(a.m2, 0.0) / n); break;
-            case WindowOp::kLast: v = a.last; break;
-          }
-          out[o * nw + wi] = v;
-        }
-      }
+      const uint64_t n = LoadWord(b[1]);
+      if (n > 0 && static_cast<int64_t>(LoadWord(b[0])) == j) Add(b, n, &a);
+      return true;
+    };
+    const bool more = ForSetBitsDown(bits, std::max<int64_t>(0, cur_slot - max_d + 1), cur_slot,
+                                     [&](int64_t slot) { return visit(slot, cur_slot - slot); });
+    if (more) {
+      ForSetBitsDown(bits, std::max(cur_slot + 1, cur_slot + len - max_d + 1), len - 1,
+                     [&](int64_t slot) { return visit(slot, cur_slot + len - slot); });
     }
+    emit_below(max_d);
   }
 }
 
