@@ -205,6 +205,58 @@ RTML_TEST(PipelinedScoresAreBatchedAndStillAnsweredOneByOne) {
   }
 }
 
+RTML_TEST(PipelinedPredictsAreBatchedAndStillAnsweredOneByOne) {
+  EngineFixture fx(Config());
+  Session s(&fx.engine);
+  // Frames of 1..3 rows of model m (f = 1 + 10 [x0 >= .5] + 100 [x1 >= .5]),
+  // float64 and float32 runs, and a frame of the wrong width in between.
+  Bytes in;
+  std::vector<std::vector<double>> want;
+  for (uint64_t id = 1; id <= 300; ++id) {
+    const uint32_t rows = 1 + id % 3;
+    const uint32_t cols = id == 150 ? 3 : 2;
+    std::vector<double> x64(rows * cols);
+    std::vector<float> x32(rows * cols);
+    std::vector<double> expect;
+    for (uint32_t r = 0; r < rows; ++r) {
+      const double a = ((id + r) % 2) ? 0.9 : 0.1, b = ((id + 2 * r) % 5 < 2) ? 0.8 : 0.2;
+      x64[r * cols] = a;
+      x64[r * cols + 1] = b;
+      x32[r * cols] = static_cast<float>(a);
+      x32[r * cols + 1] = static_cast<float>(b);
+      expect.push_back(1.0 + (a >= 0.5 ? 10.0 : 0.0) + (b >= 0.5 ? 100.0 : 0.0));
+    }
+    want.push_back(id == 150 ? std::vector<double>{} : expect);
+    wire::PredictRequest m;
+    m.model = "m";
+    m.dtype = id < 200 ? DType::kFloat64 : DType::kFloat32;
+    m.n_rows = rows;
+    m.n_cols = cols;
+    m.data = id < 200 ? static_cast<const void*>(x64.data()) : static_cast<const void*>(x32.data());
+    const Bytes f = Encoded([&](uint8_t* p, size_t c) { return wire::EncodePredictRequest(id, m, p, c); });
+    in.insert(in.end(), f.begin(), f.end());
+  }
+  const Session::Result r = HandleAll(&s, in);
+  CHECK(r.consumed == in.size() && r.frames == 300);
+  const auto resp = Responses(s.out());
+  CHECK(resp.size() == 300);
+  for (uint64_t id = 1; id <= 300; ++id) {
+    const wire::Frame& f = resp[id - 1];
+    CHECK(f.header.request_id == id);
+    if (id == 150) {
+      CHECK(f.header.status == static_cast<uint16_t>(wire::Code::kBadShape));
+      continue;
+    }
+    CHECK(f.header.status == 0);
+    wire::PredictResponse p;
+    CHECK(wire::DecodePredictResponse(f, &p) == wire::Code::kOk);
+    CHECK(p.n_rows == want[id - 1].size() && p.n_outputs == 1);
+    std::vector<double> got(p.n_rows);
+    wire::CopyF64(p.raw, p.n_rows, got.data());
+    CHECK(got == want[id - 1]);
+  }
+}
+
 RTML_TEST(ErrorsAreFramesAndTheSessionGoesOn) {
   EngineFixture fx(Config());
   Session s(&fx.engine);

@@ -170,6 +170,9 @@ class Session {
   // its scorer and time (at most budget, kMaxScoreRun) with one ScoreMany;
   // moves split past them and returns how many frames it answered.
   size_t ScoreRun(const wire::Frame& first, wire::FrameSplitter* split, size_t budget);
+  // The same for PREDICT frames of one model, dtype and width (rows stacked,
+  // at most kMaxPredictRows, one Forest::Predict).
+  size_t PredictRun(const wire::Frame& first, wire::FrameSplitter* split, size_t budget);
   bool DecodeRunSlot(const wire::Frame& f, const Engine::ScorerEntry* e, size_t i, wire::ScoreRequest* req);
   void ScoreBatch(const wire::Frame& f);
   void Predict(const wire::Frame& f);
@@ -199,7 +202,10 @@ class Session {
   std::vector<Key> run_keys_;  // a SCORE run's keys, row-major
   std::vector<double> run_fields_;
   std::vector<wire::Frame> run_frames_;
+  std::vector<uint32_t> run_rows_;  // a PREDICT run's rows per frame
+  std::vector<double> run_x_;       // a PREDICT run's rows (float32 or float64), aligned
   static constexpr size_t kMaxScoreRun = 256;
+  static constexpr size_t kMaxPredictRows = 4096;
 };
 
 }  // namespace rtml::server

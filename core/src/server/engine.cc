@@ -211,10 +211,11 @@ Session::Result Session::Handle(const uint8_t* in, size_t n, size_t max_frames) 
           return res;
         }
       }
-      if (op == Opcode::kScore && authorized_ && !engine_->draining() &&
+      if ((op == Opcode::kScore || op == Opcode::kPredict) && authorized_ && !engine_->draining() &&
           wire::CheckRequestHeader(f.header) == Code::kOk) {
-        // Pipelined SCOREs that arrived together are scored as one batch.
-        const size_t n = ScoreRun(f, &split, max_frames - res.frames);
+        // Pipelined SCOREs (PREDICTs) that arrived together are scored as one batch.
+        const size_t budget = max_frames - res.frames;
+        const size_t n = op == Opcode::kScore ? ScoreRun(f, &split, budget) : PredictRun(f, &split, budget);
         engine_->frames_.fetch_add(n, std::memory_order_relaxed);
         res.frames += n;
         continue;
@@ -470,6 +471,86 @@ size_t Session::ScoreRun(const Frame& first, wire::FrameSplitter* split, size_t 
     resp.outputs = out + i * n_out;
     resp.n_outputs = n_out;
     Append([&](uint8_t* p, size_t cap) { return wire::EncodeScoreResponse(f.header.request_id, resp, p, cap); });
+  }
+  return n;
+}
+
+size_t Session::PredictRun(const Frame& first, wire::FrameSplitter* split, size_t budget) {
+  // The first frame names the model and the row layout; anything unusual is
+  // served alone by Predict, which answers with the precise error.
+  const wire::Limits& lim = engine_->config_.limits;
+  wire::PredictRequest req;
+  if (wire::DecodePredictRequest(first, lim, &req) != Code::kOk || req.n_rows == 0) {
+    Predict(first);
+    return 1;
+  }
+  const auto* e = Engine::Find(engine_->models_, req.model);
+  if (e == nullptr || req.n_cols != static_cast<uint32_t>(e->model->num_features())) {
+    Predict(first);
+    return 1;
+  }
+  const Forest& model = *e->model;
+  const size_t item = req.dtype == DType::kFloat32 ? sizeof(float) : sizeof(double);
+  const size_t row_bytes = size_t{req.n_cols} * item;
+  const size_t most = std::min(budget, kMaxScoreRun);
+  Grow(&run_frames_, most);
+  Grow(&run_rows_, most);
+  // Rows of every frame of the run, back to back (aligned for the forest).
+  size_t rows = 0;
+  auto append = [&](const wire::PredictRequest& r) {
+    const size_t at = rows * row_bytes;
+    Grow(&run_x_, (at + size_t{r.n_rows} * row_bytes + sizeof(double) - 1) / sizeof(double));
+    std::memcpy(reinterpret_cast<uint8_t*>(run_x_.data()) + at, r.data, size_t{r.n_rows} * row_bytes);
+    rows += r.n_rows;
+  };
+  append(req);
+  run_frames_[0] = first;
+  run_rows_[0] = req.n_rows;
+  size_t n = 1;
+  while (n < most && rows < kMaxPredictRows) {
+    wire::FrameSplitter peek = *split;
+    Frame g;
+    Code err;
+    wire::PredictRequest next;
+    if (peek.Next(&g, &err) != wire::SplitResult::kFrame || g.header.opcode != first.header.opcode ||
+        wire::CheckRequestHeader(g.header) != Code::kOk ||
+        wire::DecodePredictRequest(g, lim, &next) != Code::kOk || next.model != req.model ||
+        next.dtype != req.dtype || next.n_cols != req.n_cols || next.n_rows == 0 ||
+        rows + next.n_rows > kMaxPredictRows) {
+      break;
+    }
+    append(next);
+    run_frames_[n] = g;
+    run_rows_[n++] = next.n_rows;
+    *split = peek;
+  }
+  MatrixView view;
+  view.data = run_x_.data();
+  view.rows = static_cast<int64_t>(rows);
+  view.cols = req.n_cols;
+  view.row_stride = req.n_cols;
+  view.col_stride = 1;
+  view.dtype = req.dtype;
+  int64_t bad_row = 0, bad_col = 0;
+  if (model.rejects() != 0 && model.FindRejected(view, &bad_row, &bad_col)) {
+    // A refused value somewhere: serve the frames one by one, so only the
+    // frames holding one get an error.
+    for (size_t i = 0; i < n; ++i) Predict(run_frames_[i]);
+    return n;
+  }
+  const uint32_t n_out = static_cast<uint32_t>(model.num_columns(false));
+  double* out = Grow(&outputs_, rows * n_out);
+  if (model.Predict(view, out, false, 1) != Status::kOk) {
+    for (size_t i = 0; i < n; ++i) Predict(run_frames_[i]);
+    return n;
+  }
+  for (size_t i = 0, row = 0; i < n; row += run_rows_[i], ++i) {
+    wire::PredictResponse resp;
+    resp.n_rows = run_rows_[i];
+    resp.n_outputs = n_out;
+    resp.values = out + row * n_out;
+    const Frame& f = run_frames_[i];
+    Append([&](uint8_t* p, size_t cap) { return wire::EncodePredictResponse(f.header.request_id, resp, p, cap); });
   }
   return n;
 }
