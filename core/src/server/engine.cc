@@ -52,6 +52,17 @@ Code CodeOf(TableStatus st) noexcept {
   return Code::kInternal;
 }
 
+MatrixView RowMajor(const void* data, size_t rows, uint32_t cols, DType dtype) noexcept {
+  MatrixView v;
+  v.data = data;
+  v.rows = static_cast<int64_t>(rows);
+  v.cols = cols;
+  v.row_stride = cols;
+  v.col_stride = 1;
+  v.dtype = dtype;
+  return v;
+}
+
 // n_rows * n_keys of a SCORE_BATCH payload (str16 scorer, i64 now_ns, u32
 // n_rows, u16 n_keys), or 0 when it is too short to say.
 size_t DeclaredBatchKeys(const Frame& f) noexcept {
@@ -524,13 +535,7 @@ size_t Session::PredictRun(const Frame& first, wire::FrameSplitter* split, size_
     run_rows_[n++] = next.n_rows;
     *split = peek;
   }
-  MatrixView view;
-  view.data = run_x_.data();
-  view.rows = static_cast<int64_t>(rows);
-  view.cols = req.n_cols;
-  view.row_stride = req.n_cols;
-  view.col_stride = 1;
-  view.dtype = req.dtype;
+  const MatrixView view = RowMajor(run_x_.data(), rows, req.n_cols, req.dtype);
   int64_t bad_row = 0, bad_col = 0;
   if (model.rejects() != 0 && model.FindRejected(view, &bad_row, &bad_col)) {
     // A refused value somewhere: serve the frames one by one, so only the
@@ -576,13 +581,7 @@ void Session::Predict(const Frame& f) {
   const size_t cells = size_t{req.n_rows} * req.n_cols;
   double* x = Grow(&doubles_, (cells * item + sizeof(double) - 1) / sizeof(double));
   if (cells != 0) std::memcpy(x, req.data, cells * item);
-  MatrixView view;
-  view.data = x;
-  view.rows = req.n_rows;
-  view.cols = req.n_cols;
-  view.row_stride = req.n_cols;
-  view.col_stride = 1;
-  view.dtype = req.dtype;
+  const MatrixView view = RowMajor(x, req.n_rows, req.n_cols, req.dtype);
   int64_t bad_row = 0, bad_col = 0;
   if (model.rejects() != 0 && model.FindRejected(view, &bad_row, &bad_col)) {
     Error(f, Code::kBadValue,
