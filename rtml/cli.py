@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -103,6 +104,10 @@ def _bench(args: argparse.Namespace) -> int:
         known = list(BENCH_SUITES)
         print(f"rtml: error: unknown suites {unknown}; known: {known}", file=sys.stderr)
         return 2
+    # The suite is the checkout's benchmarks/ package: importable from the current
+    # directory (the console script's own directory comes first on sys.path).
+    if os.path.isfile(os.path.join("benchmarks", "__init__.py")) and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for suite in args.suites or BENCH_SUITES:
         try:
             module = importlib.import_module(f"benchmarks.{suite}")

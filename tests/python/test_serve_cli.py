@@ -100,3 +100,22 @@ def test_rtml_bench_refuses_unknown_suites(capsys):
 
     assert main(["bench", "nonsense"]) == 2
     assert "unknown suites" in capsys.readouterr().err
+
+
+def test_rtml_bench_runs_the_checkouts_suite_from_its_root(tmp_path, monkeypatch, capsys):
+    """`rtml bench` imports benchmarks/ from the current directory (the console script's
+    directory, not the checkout, is first on sys.path)."""
+    from rtml import cli
+
+    suite = tmp_path / "benchmarks"
+    suite.mkdir()
+    (suite / "__init__.py").write_text("")
+    (suite / "fake_suite.py").write_text(
+        "def main(argv):\n    print('fake suite ran with', argv)\n    return 0\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.setattr(cli, "BENCH_SUITES", ("fake_suite",))
+    monkeypatch.delitem(sys.modules, "benchmarks", raising=False)
+    assert cli.main(["bench", "--quick"]) == 0
+    assert "fake suite ran with ['--quick']" in capsys.readouterr().out
