@@ -108,6 +108,8 @@ class Engine {
     int64_t max_future_ns;
   };
   template <typename T>
+  void Put(std::vector<T>* entries, T entry);
+  template <typename T>
   static const T* Find(const std::vector<T>& v, std::string_view name) noexcept {
     for (const T& e : v) {
       if (e.name == name) return &e;
@@ -157,15 +159,17 @@ class Session {
   void AppendOut(const uint8_t* p, size_t n) { out_.append(reinterpret_cast<const char*>(p), n); }
 
  private:
-  // Serves one frame; false to close the connection after it.
-  bool Serve(const wire::Frame& f);
+  // Serves f and, for SCORE / PREDICT, the frames after it that join its run
+  // (moving split past them, at most budget in all); returns how many frames
+  // it answered, 0 when f is the caller's (STATS, MODEL_LOAD, MODEL_SWAP).
+  size_t Serve(const wire::Frame& f, wire::FrameSplitter* split, size_t budget);
   void Error(const wire::Frame& f, wire::Code code, std::string_view message);
   template <typename Encode>
   void Append(Encode&& encode);
 
   void Hello(const wire::Frame& f);
   void Ping(const wire::Frame& f);
-  void Score(const wire::Frame& f);
+  const Engine::ScorerEntry* CheckScore(const wire::Frame& f, wire::ScoreRequest* req);
   // Scores first and the SCORE frames right after it in the buffer that share
   // its scorer and time (at most budget, kMaxScoreRun) with one ScoreMany;
   // moves split past them and returns how many frames it answered.

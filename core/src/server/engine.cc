@@ -15,7 +15,6 @@ namespace {
 using wire::Code;
 using wire::Frame;
 using wire::Opcode;
-using wire::Reader;
 
 int64_t ClockNs() noexcept {
   timespec ts;
@@ -91,29 +90,27 @@ Engine::Engine(EngineConfig config) : config_(std::move(config)) {
   }
 }
 
-void Engine::SetScorer(const std::string& name, const Scorer* scorer, ScoreObserver* observer) {
-  if (scorer == nullptr) throw InputError("SetScorer: no scorer");
+// Replaces the entry of the same name, or appends one (exclusive lock held).
+template <typename T>
+void Engine::Put(std::vector<T>* entries, T entry) {
   std::unique_lock lock(mu_);
-  for (auto& e : scorers_) {
-    if (e.name == name) {
-      e.scorer = scorer;
-      e.observer = observer;
+  for (auto& e : *entries) {
+    if (e.name == entry.name) {
+      e = std::move(entry);
       return;
     }
   }
-  scorers_.push_back({name, scorer, observer});
+  entries->push_back(std::move(entry));
+}
+
+void Engine::SetScorer(const std::string& name, const Scorer* scorer, ScoreObserver* observer) {
+  if (scorer == nullptr) throw InputError("SetScorer: no scorer");
+  Put(&scorers_, ScorerEntry{name, scorer, observer});
 }
 
 void Engine::SetModel(const std::string& name, std::shared_ptr<const Forest> model) {
   if (model == nullptr) throw InputError("SetModel: no model");
-  std::unique_lock lock(mu_);
-  for (auto& e : models_) {
-    if (e.name == name) {
-      e.model = std::move(model);
-      return;
-    }
-  }
-  models_.push_back({name, std::move(model)});
+  Put(&models_, ModelEntry{name, std::move(model)});
 }
 
 void Engine::SetTable(const std::string& name, FeatureTable* table, std::vector<FieldKind> fields,
@@ -123,26 +120,12 @@ void Engine::SetTable(const std::string& name, FeatureTable* table, std::vector<
     throw InputError("SetTable '" + name + "': " + std::to_string(fields.size()) + " field kinds for " +
                      std::to_string(table->schema().num_fields) + " fields");
   }
-  std::unique_lock lock(mu_);
-  for (auto& e : tables_) {
-    if (e.name == name) {
-      e = {name, table, std::move(fields), max_future_ns};
-      return;
-    }
-  }
-  tables_.push_back({name, table, std::move(fields), max_future_ns});
+  Put(&tables_, TableEntry{name, table, std::move(fields), max_future_ns});
 }
 
 void Engine::SetWindows(const std::string& name, WindowTable* windows, int64_t max_future_ns) {
   if (windows == nullptr) throw InputError("SetWindows: no window set");
-  std::unique_lock lock(mu_);
-  for (auto& e : windows_) {
-    if (e.name == name) {
-      e = {name, windows, max_future_ns};
-      return;
-    }
-  }
-  windows_.push_back({name, windows, max_future_ns});
+  Put(&windows_, WindowEntry{name, windows, max_future_ns});
 }
 
 bool Engine::RemoveModel(const std::string& name) {
@@ -210,30 +193,16 @@ Session::Result Session::Handle(const uint8_t* in, size_t n, size_t max_frames) 
                              "; the stream cannot be resynchronized");
         break;
       }
-      const Opcode op = static_cast<Opcode>(f.header.opcode);
-      if (op == Opcode::kStats || op == Opcode::kModelLoad || op == Opcode::kModelSwap) {
-        const Code hc = wire::CheckRequestHeader(f.header);
-        const bool admin = op != Opcode::kStats;
-        if (hc == Code::kOk && authorized_ && (!admin || engine_->config_.admin) && !engine_->draining()) {
-          deferred_ = f;
-          engine_->deferred_.fetch_add(1, std::memory_order_relaxed);
-          res.action = Action::kDefer;
-          res.consumed = split.consumed() - f.size;
-          return res;
-        }
+      const size_t served = Serve(f, &split, max_frames - res.frames);
+      if (served == 0) {  // the caller's: STATS, MODEL_LOAD, MODEL_SWAP
+        deferred_ = f;
+        engine_->deferred_.fetch_add(1, std::memory_order_relaxed);
+        res.action = Action::kDefer;
+        res.consumed = split.consumed() - f.size;
+        return res;
       }
-      if ((op == Opcode::kScore || op == Opcode::kPredict) && authorized_ && !engine_->draining() &&
-          wire::CheckRequestHeader(f.header) == Code::kOk) {
-        // Pipelined SCOREs (PREDICTs) that arrived together are scored as one batch.
-        const size_t budget = max_frames - res.frames;
-        const size_t n = op == Opcode::kScore ? ScoreRun(f, &split, budget) : PredictRun(f, &split, budget);
-        engine_->frames_.fetch_add(n, std::memory_order_relaxed);
-        res.frames += n;
-        continue;
-      }
-      engine_->frames_.fetch_add(1, std::memory_order_relaxed);
-      ++res.frames;
-      Serve(f);
+      engine_->frames_.fetch_add(served, std::memory_order_relaxed);
+      res.frames += served;
     }
     res.consumed = split.consumed();
   } catch (const std::exception& e) {
@@ -272,41 +241,39 @@ const T* Session::Lookup(const Frame& f, const std::vector<T>& entries, std::str
   return e;
 }
 
-bool Session::Serve(const Frame& f) {
+size_t Session::Serve(const Frame& f, wire::FrameSplitter* split, size_t budget) {
   const Code hc = wire::CheckRequestHeader(f.header);
   if (hc != Code::kOk) {
     Error(f, hc,
           hc == Code::kUnknownOpcode
               ? "unknown opcode " + std::to_string(f.header.opcode) + "; see docs/protocol.md for the opcodes"
               : std::string("bad request header: ") + wire::CodeName(static_cast<uint16_t>(hc)));
-    return !closing_;
+    return 1;
   }
   const Opcode op = static_cast<Opcode>(f.header.opcode);
   if (op == Opcode::kHello) {
     Hello(f);
-    return !closing_;
+    return 1;
   }
   if (!authorized_) {
     Error(f, Code::kUnauthorized, "this server requires a HELLO with its token as the first request");
-    return false;
+    return 1;
   }
   if (engine_->draining()) {
     Error(f, Code::kShuttingDown, "the server is shutting down; reconnect elsewhere");
-    return true;
+    return 1;
   }
   switch (op) {
     case Opcode::kPing:
       Ping(f);
       break;
-    case Opcode::kScore:
-      Score(f);
-      break;
+    case Opcode::kScore:  // pipelined SCOREs that arrived together are scored as one batch
+      return ScoreRun(f, split, budget);
     case Opcode::kScoreBatch:
       ScoreBatch(f);
       break;
     case Opcode::kPredict:
-      Predict(f);
-      break;
+      return PredictRun(f, split, budget);
     case Opcode::kGetFeatures:
       GetFeatures(f);
       break;
@@ -317,18 +284,16 @@ bool Session::Serve(const Frame& f) {
       Ingest(f);
       break;
     case Opcode::kStats:
-      Error(f, Code::kUnsupported, "STATS is not available on this connection");
-      break;
+      return 0;  // answered by the caller (Python objects)
     case Opcode::kModelLoad:
     case Opcode::kModelSwap:
-      Error(f, Code::kUnauthorized,
-            engine_->config_.admin ? "admin operations need a HELLO with the server's token"
-                                   : "admin operations are disabled on this server (start it with --admin)");
+      if (engine_->config_.admin) return 0;
+      Error(f, Code::kUnauthorized, "admin operations are disabled on this server (start it with --admin)");
       break;
     case Opcode::kHello:
       break;
   }
-  return !closing_;
+  return 1;
 }
 
 void Session::Hello(const Frame& f) {
@@ -358,51 +323,42 @@ void Session::Ping(const Frame& f) {
   });
 }
 
-void Session::Score(const Frame& f) {
+// Decodes a SCORE frame with the connection's limits into keys_ / doubles_ and
+// checks it against its scorer; null after answering what is wrong.
+const Engine::ScorerEntry* Session::CheckScore(const Frame& f, wire::ScoreRequest* out) {
   const wire::Limits& lim = engine_->config_.limits;
   Key* keys = Grow(&keys_, lim.max_keys);
   double* fields = Grow(&doubles_, lim.max_fields);
-  wire::ScoreRequest req;
+  wire::ScoreRequest& req = *out;
   Code c = wire::DecodeScoreRequest(f, lim, keys, lim.max_keys, fields, lim.max_fields, &req);
   if (c != Code::kOk) {
     Error(f, c, "SCORE payload: " + std::string(wire::CodeName(static_cast<uint16_t>(c))));
-    return;
+    return nullptr;
   }
   const auto* e = Lookup(f, engine_->scorers_, req.scorer, "scorer");
-  if (e == nullptr) return;
+  if (e == nullptr) return nullptr;
   const ScorerPlan& plan = e->scorer->plan();
   if (req.n_keys != plan.keys.size() || req.n_fields != plan.num_fields) {
     Error(f, Code::kBadShape,
           "scorer " + Quoted(req.scorer) + " takes " + std::to_string(plan.keys.size()) + " keys and " +
               std::to_string(plan.num_fields) + " fields, got " + std::to_string(req.n_keys) + " and " +
               std::to_string(req.n_fields));
-    return;
+    return nullptr;
   }
   for (size_t k = 0; k < req.n_keys; ++k) {
     if (keys[k].is_string != (plan.keys[k] == KeyKind::kString)) {
       Error(f, Code::kBadKeyKind,
             "scorer " + Quoted(req.scorer) + ", key " + std::to_string(k) + ": expected " +
                 (plan.keys[k] == KeyKind::kString ? "a string" : "an int64") + " key");
-      return;
+      return nullptr;
     }
   }
-  const size_t n_out = static_cast<size_t>(e->scorer->num_outputs());
-  double* out = Grow(&outputs_, n_out);
-  const Status st = e->scorer->Score(keys, fields, req.now_ns != 0 ? req.now_ns : ClockNs(), out, nullptr, e->observer);
-  if (st != Status::kOk) {
-    Error(f, Code::kModelError,
-          "the model refused the row (a value its native library rejects, e.g. inf for scikit-learn)");
-    return;
-  }
-  wire::ScoreResponse resp;
-  resp.outputs = out;
-  resp.n_outputs = n_out;
-  Append([&](uint8_t* p, size_t cap) { return wire::EncodeScoreResponse(f.header.request_id, resp, p, cap); });
+  return e;
 }
 
 // Decodes SCORE frame f into slot i of the run buffers when it can join a run
-// of scorer e at now_ns (same scorer, time, shape and key kinds as the run);
-// false otherwise (the frame is then served on its own, with its error).
+// of scorer e (same scorer, shape and key kinds; the caller checks the time);
+// false otherwise (the frame then starts a run of its own).
 bool Session::DecodeRunSlot(const Frame& f, const Engine::ScorerEntry* e, size_t i, wire::ScoreRequest* req) {
   const ScorerPlan& plan = e->scorer->plan();
   const size_t nk = plan.keys.size(), nf = plan.num_fields;
@@ -417,34 +373,19 @@ bool Session::DecodeRunSlot(const Frame& f, const Engine::ScorerEntry* e, size_t
 }
 
 size_t Session::ScoreRun(const Frame& first, wire::FrameSplitter* split, size_t budget) {
-  // The first frame names the scorer; a frame that cannot be scored as asked
-  // is served alone by Score, which answers with the precise error.
-  const wire::Limits& lim = engine_->config_.limits;
+  // The first frame names the scorer and the time; one that cannot be scored
+  // as asked is answered with its error.
   wire::ScoreRequest req;
-  {
-    Reader probe(first.payload, first.header.payload_len);
-    std::string_view name;
-    if (probe.Str16(lim.max_name_bytes, &name) != Code::kOk) {
-      Score(first);
-      return 1;
-    }
-    req.scorer = name;
-  }
-  const auto* e = Engine::Find(engine_->scorers_, req.scorer);
-  if (e == nullptr) {
-    Score(first);
-    return 1;
-  }
+  const auto* e = CheckScore(first, &req);
+  if (e == nullptr) return 1;
   const ScorerPlan& plan = e->scorer->plan();
   const size_t nk = plan.keys.size(), nf = plan.num_fields;
   const size_t most = std::min(budget, kMaxScoreRun);
   Grow(&run_keys_, std::max<size_t>(most * nk, 1));
   Grow(&run_fields_, std::max<size_t>(most * nf, 1));
   Grow(&run_frames_, most);
-  if (!DecodeRunSlot(first, e, 0, &req)) {
-    Score(first);
-    return 1;
-  }
+  std::copy(req.keys, req.keys + nk, run_keys_.begin());
+  std::copy(req.fields, req.fields + nf, run_fields_.begin());
   const int64_t now_ns = req.now_ns;
   run_frames_[0] = first;
   size_t n = 1;
@@ -637,7 +578,9 @@ void Session::ScoreBatch(const Frame& f) {
   wire::ScoreBatchRequest req;
   // Grow the key buffer to what this frame declares (the decoder checks it
   // against the bytes present), not to the limit.
-  Key* keys = Grow(&keys_, std::min<size_t>(key_cap, DeclaredBatchKeys(f)));
+  // A key takes at least 2 bytes on the wire, so a lying count cannot make
+  // this buffer larger than the frame warrants.
+  Key* keys = Grow(&keys_, std::min({key_cap, DeclaredBatchKeys(f), f.header.payload_len / size_t{2} + 1}));
   Code c = wire::DecodeScoreBatchRequest(f, lim, keys, keys_.size(), &req);
   if (c != Code::kOk) {
     Error(f, c, "SCORE_BATCH payload: " + std::string(wire::CodeName(static_cast<uint16_t>(c))));
