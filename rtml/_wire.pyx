@@ -73,7 +73,6 @@ cdef class ConnectionCore:
     cdef bint _scheduled
     cdef bint _closing
     cdef public double last_activity
-    cdef public bint drain
 
     def __cinit__(self, *args, **kwargs):
         self._session = NULL
@@ -94,7 +93,6 @@ cdef class ConnectionCore:
         self._scheduled = False
         self._closing = False
         self.last_activity = 0.0
-        self.drain = False
 
     def __dealloc__(self):
         if self._session != NULL:
@@ -196,8 +194,8 @@ cdef class ConnectionCore:
             if action != RTML_ACTION_DEFER:
                 break
             _api.session_deferred(self._session, &opcode, &request_id, &payload_len)
-            payload = bytes(self._buf[self._start + HEADER_SIZE:
-                                      self._start + HEADER_SIZE + payload_len])
+            payload = PyBytes_FromStringAndSize(<char*>self._buf + self._start + HEADER_SIZE,
+                                                payload_len)
             reply = self._host._deferred(opcode, request_id, payload)
             if _api.session_append_out(self._session, <const uint8_t*><char*>reply,
                                        len(reply)) != 0:

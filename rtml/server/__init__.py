@@ -30,10 +30,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
-import os
 import signal
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -42,7 +40,7 @@ from typing import Any
 import orjson
 
 from rtml import _core
-from rtml._core import InputError, RtmlError
+from rtml._core import InputError, ModelFormatError, RtmlError, UnsupportedModelError
 from rtml._wire import ConnectionCore
 from rtml.client import DEFAULT_PORT
 from rtml.model import Model
@@ -52,7 +50,7 @@ from rtml.store import FeatureStore
 __all__ = ["DEFAULT_PORT", "Server"]
 
 _wire = _core.wire
-_STATUS = _wire.STATUS if hasattr(_wire, "STATUS") else {}
+_STATUS = _wire.STATUS
 _SERVER_NAME = "rtml/0.1.0"
 
 
@@ -301,7 +299,7 @@ class Server:
         ops = _wire.OPCODES
         try:
             if opcode == ops["STATS"]:
-                name = _wire.decode_stats_request(payload, 0, len(payload))
+                name = _wire.decode_stats_request(payload)
                 return _wire.encode_stats_response(
                     request_id,
                     orjson.dumps(
@@ -310,12 +308,12 @@ class Server:
                     ),
                 )
             if opcode == ops["MODEL_LOAD"]:
-                name, path, data = _wire.decode_model_load_request(payload, 0, len(payload))
+                name, path, data = _wire.decode_model_load_request(payload)
                 return _wire.encode_model_load_response(
                     request_id, self.load_model(name, path=path, data=data)
                 )
             if opcode == ops["MODEL_SWAP"]:
-                scorer, model, role, arm = _wire.decode_model_swap_request(payload, 0, len(payload))
+                scorer, model, role, arm = _wire.decode_model_swap_request(payload)
                 return _wire.encode_model_swap_response(
                     request_id, self.swap_model(scorer, model, role=role, arm=arm or None)
                 )
@@ -380,16 +378,12 @@ class Server:
         """Loads a model under ``name`` (for PREDICT and MODEL_SWAP); returns its version."""
         if (path is None) == (data is None):
             raise InputError("load_model needs exactly one of path= and data=")
-        if path is not None:
-            model = Model.load(path)
-        else:
-            fd, tmp = tempfile.mkstemp(suffix=".rtml")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data or b"")
-                model = Model.load(tmp)
-            finally:
-                os.unlink(tmp)
+        # Inline bytes are an rtml compiled model file (docs/protocol.md, MODEL_LOAD).
+        model = (
+            Model.load(path)
+            if path is not None
+            else Model(_core.Forest.from_bytes(bytes(data or b"")))
+        )
         self._engine.set_model(name, model._forest)
         self.models[name] = model
         self._versions[name] = _model_version(model)
@@ -426,11 +420,9 @@ def _model_version(model: Model) -> str:
 
 
 def _status_of(e: BaseException) -> int:
-    from rtml._core import ModelFormatError, UnsupportedModelError
-
     if isinstance(e, (ModelFormatError, UnsupportedModelError)):
         return int(_STATUS["MODEL_ERROR"])
-    if isinstance(e, getattr(_wire, "ProtocolError", ())):
+    if isinstance(e, _wire.ProtocolError):
         return int(e.args[0])
     if isinstance(e, InputError):
         msg = str(e)
