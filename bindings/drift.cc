@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "arrays.h"
 #include "bindings.h"
 #include "rtml/error.h"
 
@@ -22,9 +23,7 @@ namespace {
 
 using rtml::InputError;
 
-using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using F32Any = py::array_t<float, py::array::forcecast>;
-using F32C = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 std::vector<double> ToVector(const F64& a, const std::string& what) {
   if (a.ndim() != 1) throw InputError(what + ": expected a 1-D array, got " + std::to_string(a.ndim()) + "-D");

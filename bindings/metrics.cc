@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "arrays.h"
 #include "bindings.h"
 #include "rtml/metrics.h"
 
@@ -22,8 +23,6 @@ namespace {
 using rtml::LatencyHistogram;
 using rtml::ValueHistogram;
 
-using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 

@@ -9,6 +9,7 @@
 #include <tuple>
 #include <vector>
 
+#include "arrays.h"
 #include "bindings.h"
 #include "keys.h"
 #include "rtml/window.h"
@@ -25,8 +26,6 @@ using rtml::TableStatus;
 using rtml::WindowOp;
 using rtml::WindowTable;
 
-using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using I64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 WindowOp OpFromName(const std::string& name) {
   static const std::pair<const char*, WindowOp> kOps[] = {

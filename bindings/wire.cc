@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "arrays.h"
 #include "bindings.h"
 #include "keys.h"
 #include "rtml/error.h"
@@ -31,9 +32,6 @@ namespace {
 using rtml::InputError;
 using rtml::Key;
 
-using F64Array = py::array_t<double, py::array::c_style | py::array::forcecast>;
-using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
-using I64Array = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
 // Frames and copies at least this large run without the GIL.
 constexpr size_t kReleaseBytes = 1 << 16;
@@ -200,7 +198,7 @@ std::vector<Key> ScoreKeys(const py::handle& keys, const py::object& seq, const 
 
 // ---- Arrays ----
 
-F64Array Floats(const py::handle& obj, int ndim, const std::string& what) {
+F64 Floats(const py::handle& obj, int ndim, const std::string& what) {
   if (py::isinstance<py::array>(obj)) {
     const char kind = py::reinterpret_borrow<py::array>(obj).dtype().kind();
     if (kind == 'U' || kind == 'S' || kind == 'M' || kind == 'm' || kind == 'V') {
@@ -208,7 +206,7 @@ F64Array Floats(const py::handle& obj, int ndim, const std::string& what) {
                        py::str(obj.attr("dtype")).cast<std::string>());
     }
   }
-  F64Array a = F64Array::ensure(obj);
+  F64 a = F64::ensure(obj);
   if (!a) throw InputError(what + ": expected numbers convertible to float64, got " + TypeName(obj));
   if (a.ndim() != ndim) {
     throw InputError(what + ": expected a " + std::to_string(ndim) + "-D array, got " + std::to_string(a.ndim()) +
@@ -217,14 +215,14 @@ F64Array Floats(const py::handle& obj, int ndim, const std::string& what) {
   return a;
 }
 
-I64Array Times(const py::handle& obj, size_t n, const std::string& what) {
+I64 Times(const py::handle& obj, size_t n, const std::string& what) {
   const py::array raw = py::array::ensure(obj);
   if (!raw) throw InputError(what + ": expected int64 nanoseconds, got " + TypeName(obj));
   const char kind = raw.dtype().kind();
   if (kind != 'i' && kind != 'u' && raw.size() != 0) {
     throw InputError(what + ": expected int64 nanoseconds, got dtype " + py::str(raw.dtype()).cast<std::string>());
   }
-  I64Array a = I64Array::ensure(raw);
+  I64 a = I64::ensure(raw);
   if (!a || a.ndim() != 1 || static_cast<size_t>(a.size()) != n) {
     throw InputError(what + ": expected a 1-D array of " + std::to_string(n) + " times (one per key), got shape " +
                      py::str(raw.attr("shape")).cast<std::string>());
@@ -330,7 +328,7 @@ py::bytes EncodeScore(uint64_t id, const py::object& scorer, const py::object& k
   if (k.size() > UINT16_MAX) {
     throw InputError("encode_score keys: " + std::to_string(k.size()) + " keys, at most 65535");
   }
-  const F64Array f = Floats(fields, 1, "encode_score fields");
+  const F64 f = Floats(fields, 1, "encode_score fields");
   m.keys = k.data();
   m.n_keys = k.size();
   m.fields = f.data();
@@ -353,7 +351,7 @@ py::bytes EncodeScoreBatch(uint64_t id, const py::object& scorer, const py::obje
   }
   const size_t n_keys = static_cast<size_t>(PySequence_Fast_GET_SIZE(cols.ptr()));
   if (n_keys > UINT16_MAX) throw InputError(what + ": " + std::to_string(n_keys) + " key columns, at most 65535");
-  const F64Array f = Floats(fields, 2, what + " fields");
+  const F64 f = Floats(fields, 2, what + " fields");
   const size_t n_rows = static_cast<size_t>(f.shape(0));
   std::vector<KeyBatch> columns;
   columns.reserve(n_keys);
@@ -384,7 +382,7 @@ py::bytes EncodePredict(uint64_t id, const py::object& model, const py::object& 
   const bool f32 = py::isinstance<py::array>(X) &&
                    py::reinterpret_borrow<py::array>(X).dtype().is(py::dtype::of<float>());
   if (f32) {
-    a = F32Array::ensure(X);
+    a = F32C::ensure(X);
   } else {
     a = Floats(X, 2, "encode_predict X");
   }
@@ -415,12 +413,12 @@ py::bytes EncodePutFeatures(uint64_t id, const py::object& table, const py::obje
   w::PutFeaturesRequest m;
   m.table = Text(table, what + " table");
   const KeyBatch b = ColumnKeys(keys, what + " keys");
-  const F64Array v = Floats(values, 2, what + " values");
+  const F64 v = Floats(values, 2, what + " values");
   if (static_cast<size_t>(v.shape(0)) != b.size()) {
     throw InputError(what + " values: " + std::to_string(v.shape(0)) + " rows for " + std::to_string(b.size()) +
                      " keys");
   }
-  const I64Array t = Times(event_ns, b.size(), what + " event_ns");
+  const I64 t = Times(event_ns, b.size(), what + " event_ns");
   m.n_rows = Count(b.size(), what + " keys");
   m.n_fields = Count(static_cast<size_t>(v.shape(1)), what + " fields");
   m.keys = b.data();
@@ -435,12 +433,12 @@ py::bytes EncodeIngest(uint64_t id, const py::object& window_set, const py::obje
   w::IngestRequest m;
   m.window_set = Text(window_set, what + " window_set");
   const KeyBatch b = ColumnKeys(keys, what + " keys");
-  const F64Array v = Floats(values, 1, what + " values");
+  const F64 v = Floats(values, 1, what + " values");
   if (static_cast<size_t>(v.size()) != b.size()) {
     throw InputError(what + " values: " + std::to_string(v.size()) + " values for " + std::to_string(b.size()) +
                      " keys; expected one per key");
   }
-  const I64Array t = Times(event_ns, b.size(), what + " event_ns");
+  const I64 t = Times(event_ns, b.size(), what + " event_ns");
   m.n_events = Count(b.size(), what + " keys");
   m.keys = b.data();
   m.event_ns = t.data();
